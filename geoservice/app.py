@@ -1,0 +1,109 @@
+"""The FastAPI application factory: ``create_app(settings)``; nothing is built at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from geoservice import (
+    disclosures,
+    facilities,
+    h3,
+    meta,
+    nearest,
+    ogc,
+    ratings,
+    sensors,
+    staff,
+)
+from geoservice.db import create_pool, database_url, mask_url
+from geoservice.errors import register_error_handlers
+from geoservice.settings import Settings
+from web import routes as web_routes
+
+logger = logging.getLogger("servicemap")
+
+
+class BodyLimit:
+    """Refuse request bodies larger than the limit with 413, before anything reads them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on, counting its body bytes."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def bounded_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, bounded_receive, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = f'{{"detail":"request body larger than {self.max_bytes} bytes"}}'.encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the service for these settings; the lifespan owns the database pool."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = database_url(settings.db)
+        pool = create_pool(url, settings.db)
+        await pool.open(wait=False)
+        try:
+            await pool.wait(timeout=10)
+        except Exception:  # noqa: BLE001 - keep serving; /readyz reports the outage
+            logger.warning("database %s not reachable yet; /readyz answers 503", mask_url(url))
+        app.state.pool = pool
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(
+        title="servicemap",
+        summary=f"Convenience services of {settings.district.name_en} on one map and one API",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    register_error_handlers(app)
+    for module in (meta, nearest, h3, facilities, disclosures, sensors, ratings, staff, ogc):
+        app.include_router(module.router)
+    app.include_router(web_routes.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.service.max_body_bytes)
+    return app

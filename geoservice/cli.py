@@ -1,0 +1,203 @@
+"""The ``servicemap`` command line: database, sample data, loading, serving."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from geoservice import cli_disclosures, cli_ingest, cli_toilets, cli_web
+from geoservice.console import err, fail, out, summary
+from geoservice.settings import PROJECT_ROOT, Settings, load_settings
+
+app = typer.Typer(
+    name="servicemap",
+    help="A district's convenience services on one map and behind one API.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(
+    help="The database: embedded cluster (default) or DATABASE_URL.", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
+
+
+def settings() -> Settings:
+    """Settings from the environment; a bad value is a one-line failure."""
+    from pydantic import ValidationError
+
+    try:
+        return load_settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        fail(f"invalid setting {'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+
+
+def database(start: bool = True) -> str:
+    """The database URL in force, starting the embedded cluster when needed; fails clearly."""
+    from geoservice.cluster import ClusterError
+    from geoservice.db import DatabaseError, check_database, database_url
+
+    try:
+        url = database_url(settings().db, start=start)
+        check_database(url)
+    except (ClusterError, DatabaseError) as exc:
+        fail(str(exc))
+    return url
+
+
+def migrated_database() -> str:
+    """The database URL, failing with the fix when its schema is not at the latest version."""
+    from geoservice.migrate import current_revision, head_revision
+
+    url = database()
+    if current_revision(url) != head_revision():
+        fail("the database schema is not up to date: run `servicemap db migrate`")
+    return url
+
+
+@db_app.command("up")
+def db_up() -> None:
+    """Ensure the database runs (creating the embedded cluster on first use); print its URL."""
+    from geoservice.db import mask_url
+
+    url = database(start=True)
+    out.print(mask_url(url) if os.environ.get("SERVICEMAP_MASK_URL") else url, soft_wrap=True)
+
+
+@db_app.command("down")
+def db_down() -> None:
+    """Stop the embedded cluster (nothing to do with DATABASE_URL set)."""
+    from geoservice.cluster import Cluster
+
+    s = settings()
+    if s.db.url:
+        err.print("DATABASE_URL is set: the external server is left alone")
+        return
+    stopped = Cluster(s.db).down()
+    err.print("stopped" if stopped else "not running")
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print the database URL in force (without starting anything)."""
+    from geoservice.db import DatabaseError, database_url
+
+    try:
+        out.print(database_url(settings().db, start=False), soft_wrap=True)
+    except DatabaseError as exc:
+        fail(str(exc))
+
+
+@db_app.command("migrate")
+def db_migrate(
+    revision: Annotated[str, typer.Option(help="target revision")] = "head",
+) -> None:
+    """Bring the schema to the latest version (Alembic)."""
+    from geoservice.migrate import upgrade
+
+    url = database()
+    before, after = upgrade(url, revision)
+    err.print(f"schema: {before or 'empty'} → {after}")
+
+
+@app.command()
+def sample(
+    out_dir: Annotated[Path, typer.Option("--out", help="directory to write into")],
+    scale: Annotated[
+        int | None,
+        typer.Option(
+            help="write N facilities over all layers (GeoPackage + CSV)", min=1, max=10_000_000
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(help="random seed; the same seed writes the same files")
+    ] = 42,
+) -> None:
+    """Write the synthetic Luohu sample: <layer>.geojson + disclosures.json, or --scale N files."""
+    from ingest.sample import write_sample, write_scaled
+
+    bbox = settings().district.bbox
+    started = time.monotonic()
+    if scale is not None:
+        with err.status(f"writing {scale:,} facilities"):
+            paths = write_scaled(out_dir, scale, seed=seed, bbox=bbox)
+        summary("sample --scale", [{"file": str(p), "facilities": scale} for p in paths.values()])
+    else:
+        files = write_sample(out_dir, seed=seed, bbox=bbox)
+        rows = [{"file": str(p), "rows": files.counts[k]} for k, p in files.layer_files.items()]
+        rows.append({"file": str(files.disclosures), "rows": files.counts["documents"]})
+        summary("sample", rows)
+    err.print(f"done in {time.monotonic() - started:.1f}s")
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="interface to bind (default SERVICEMAP_HOST)")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="port (default SERVICEMAP_PORT)", min=1, max=65535)
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="worker processes", min=1, max=64)] = None,
+) -> None:
+    """Serve the map and the API (uvicorn)."""
+    import uvicorn
+
+    s = settings()
+    url = migrated_database()
+    # workers build their own settings from the environment: hand them the resolved URL
+    os.environ["DATABASE_URL"] = url
+    bind_host, bind_port = host or s.service.host, port or s.service.port
+    err.print(f"serving on http://{bind_host}:{bind_port} (Ctrl-C stops)")
+    uvicorn.run(
+        "geoservice.asgi:create",
+        factory=True,
+        host=bind_host,
+        port=bind_port,
+        workers=workers or s.service.workers,
+        log_level=s.service.log_level,
+        proxy_headers=True,
+    )
+
+
+@app.command()
+def demo(
+    host: Annotated[str | None, typer.Option(help="interface to bind")] = None,
+    port: Annotated[int | None, typer.Option(help="port", min=1, max=65535)] = None,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="load only, do not serve")] = False,
+) -> None:
+    """db up + migrate + sample + ingest + link + serve: the whole district in one command."""
+    from geoservice.db import connect
+    from geoservice.migrate import upgrade
+    from ingest.pipeline import ingest_file
+    from ingest.sample import write_sample
+
+    url = database()
+    upgrade(url)
+    sample_dir = PROJECT_ROOT / ".data" / "sample"
+    files = write_sample(sample_dir, bbox=settings().district.bbox)
+    rows = []
+    with connect(url) as conn:
+        for layer, path in files.layer_files.items():
+            counts = ingest_file(conn, path, layer=layer, source="sample")
+            rows.append({"layer": layer, "read": counts.staged, "inserted": counts.inserted,
+                         "updated": counts.updated, "unchanged": counts.unchanged})  # fmt: skip
+        for step in cli_disclosures.DEMO_STEPS:
+            step(conn, files.disclosures)
+    summary("sample district loaded", rows)
+    if not no_serve:
+        serve(host=host, port=port, workers=None)
+
+
+for module in (cli_ingest, cli_disclosures, cli_toilets, cli_web):
+    module.register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

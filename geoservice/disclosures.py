@@ -1,0 +1,5 @@
+"""Router for disclosures (filled in by its issue)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,106 @@
+"""Settings, one small class per concern (``SERVICEMAP_`` prefix, ``.env``, extra keys ignored)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: Where the project lives: the checkout when run from one, else the working directory.
+PROJECT_ROOT = (
+    Path(__file__).resolve().parent.parent
+    if (Path(__file__).resolve().parent.parent / "pyproject.toml").exists()
+    else Path.cwd()
+)
+
+
+def _config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, env_file=".env", extra="ignore")
+
+
+class DatabaseSettings(BaseSettings):
+    """Where the data lives: ``DATABASE_URL`` or the embedded project-local cluster."""
+
+    model_config = _config("SERVICEMAP_DB_")
+
+    url: str | None = Field(None, validation_alias="DATABASE_URL")
+    data_dir: Path = PROJECT_ROOT / ".data" / "postgres"
+    port: int = Field(54329, ge=1024, le=65535)
+    name: str = "servicemap"
+    pool_min: int = Field(1, ge=0)
+    pool_max: int = Field(10, ge=1)
+    pool_timeout_s: float = Field(5.0, gt=0)
+    statement_timeout_ms: int = Field(15000, ge=0)
+
+
+class DistrictSettings(BaseSettings):
+    """The district this deployment serves."""
+
+    model_config = _config("SERVICEMAP_DISTRICT_")
+
+    name: str = "罗湖区"
+    name_en: str = "Luohu District, Shenzhen"
+    code: str = "440303"
+    #: minLon, minLat, maxLon, maxLat
+    bbox: Annotated[tuple[float, float, float, float], NoDecode] = (114.09, 22.52, 114.23, 22.62)
+    timezone: str = "Asia/Shanghai"
+    default_lang: str = "zh-Hans"
+
+    @field_validator("bbox", mode="before")
+    @classmethod
+    def _parse_bbox(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(float(v) for v in value.split(","))
+        return value
+
+    @field_validator("bbox")
+    @classmethod
+    def _check_bbox(cls, value: tuple[float, float, float, float]) -> tuple[float, ...]:
+        min_lon, min_lat, max_lon, max_lat = value
+        if not (-180 <= min_lon < max_lon <= 180 and -90 <= min_lat < max_lat <= 90):
+            raise ValueError("bbox must be minLon,minLat,maxLon,maxLat in degrees")
+        return value
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        """(lat, lon) of the bbox centre."""
+        min_lon, min_lat, max_lon, max_lat = self.bbox
+        return (min_lat + max_lat) / 2, (min_lon + max_lon) / 2
+
+
+class ServiceSettings(BaseSettings):
+    """How the HTTP service runs and presents itself."""
+
+    model_config = _config("SERVICEMAP_")
+
+    public_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    tile_attribution: str = "&copy; OpenStreetMap contributors"
+    #: largest request body accepted, in bytes
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    #: salt for hashing client identities (ratings); set it in production
+    client_salt: str = "change-me"
+    log_level: str = "info"
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+
+class Settings(BaseModel):
+    """All settings, grouped by concern."""
+
+    db: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    district: DistrictSettings = Field(default_factory=DistrictSettings)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment and ``.env``."""
+    return Settings()

@@ -1,0 +1,83 @@
+"""Facility layers: one module per kind, discovered at run time.
+
+Adding a kind is adding one module to this package (or any importable module named in
+``SERVICEMAP_LAYER_MODULES``) that defines ``LAYER = Layer(...)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+
+from layers.base import CATEGORIES, DOMAINS, LANGUAGES, Attributes, Layer, TriState, parse_tristate
+
+__all__ = [
+    "CATEGORIES",
+    "DOMAINS",
+    "LANGUAGES",
+    "Attributes",
+    "Layer",
+    "TriState",
+    "UnknownLayer",
+    "all_layers",
+    "get_layer",
+    "parse_tristate",
+    "register",
+    "unregister",
+]
+
+_registry: dict[str, Layer] = {}
+_discovered = False
+
+
+class UnknownLayer(KeyError):
+    """A layer key that no module declares."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(key)
+
+    def __str__(self) -> str:
+        return f"unknown layer {self.key!r}; known layers: {', '.join(sorted(all_layers()))}"
+
+
+def _discover() -> None:
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    names = [f"layers.{m.name}" for m in pkgutil.iter_modules(__path__) if m.name != "base"]
+    extra = os.environ.get("SERVICEMAP_LAYER_MODULES", "")
+    names += [n.strip() for n in extra.split(",") if n.strip()]
+    for name in names:
+        module = importlib.import_module(name)
+        layer = getattr(module, "LAYER", None)
+        if isinstance(layer, Layer):
+            _registry.setdefault(layer.key, layer)
+
+
+def register(layer: Layer) -> Layer:
+    """Register a layer declared outside this package (a plug-in, a test)."""
+    _discover()
+    _registry[layer.key] = layer
+    return layer
+
+
+def unregister(key: str) -> None:
+    """Forget a registered layer (tests)."""
+    _registry.pop(key, None)
+
+
+def all_layers() -> dict[str, Layer]:
+    """Every known layer by key, in registration order."""
+    _discover()
+    return dict(sorted(_registry.items(), key=lambda item: (item[1].order, item[0])))
+
+
+def get_layer(key: str) -> Layer:
+    """The layer with this key, or UnknownLayer naming the known keys."""
+    layers = all_layers()
+    if key not in layers:
+        raise UnknownLayer(key)
+    return layers[key]

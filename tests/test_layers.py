@@ -1,0 +1,89 @@
+"""The layer registry: five kinds as data; adding one is one declaration."""
+
+import pytest
+from pydantic import Field
+
+import layers
+from layers import Attributes, Layer, TriState, parse_tristate
+
+
+def test_five_layers_in_mission_order() -> None:
+    assert list(layers.all_layers()) == ["school", "clinic", "eldercare", "service_hall", "toilet"]
+
+
+@pytest.mark.parametrize("key", ["school", "clinic", "eldercare", "service_hall", "toilet"])
+def test_each_layer_is_complete(key: str) -> None:
+    layer = layers.get_layer(key)
+    assert set(layer.names) >= {"zh-Hans", "zh-Hant", "en"}
+    assert layer.colour.startswith("#") and layer.icon
+    assert layer.osm_rules and layer.disclosure_domains
+    assert layer.attribute_schema()["type"] == "object"
+
+
+def test_unknown_layer_names_the_known_ones() -> None:
+    with pytest.raises(layers.UnknownLayer) as info:
+        layers.get_layer("park")
+    assert "toilet" in str(info.value) and "park" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("Yes", True), ("N", False), ("是", True), ("否", False), (1, True), ("0", False),
+     ("true", True), ("maybe", None), ("", None), (None, None), (float("nan"), None), (2, None)],
+)  # fmt: skip
+def test_tristate_never_guesses(raw: object, expected: bool | None) -> None:
+    assert parse_tristate(raw) is expected
+
+
+def test_toilet_attributes_validate() -> None:
+    toilet = layers.get_layer("toilet")
+    assert toilet.validate_attributes({"baby_change": "Yes", "stalls_female": "4", "fee": "?"}) == {
+        "baby_change": True,
+        "stalls_female": 4,
+    }
+    errors = toilet.attribute_errors({"stalls_female": -3, "colour": "red"})
+    assert {field for field, _ in errors} == {"stalls_female", "colour"}
+
+
+def test_osm_rules() -> None:
+    assert layers.get_layer("toilet").matches_osm({"amenity": "toilets"})
+    assert layers.get_layer("clinic").matches_osm({"amenity": "doctors"})
+    eldercare = layers.get_layer("eldercare")
+    assert eldercare.matches_osm({"social_facility": "group_home", "social_facility:for": "senior"})
+    assert not eldercare.matches_osm(
+        {"social_facility": "group_home", "social_facility:for": "child"}
+    )
+
+
+def test_a_new_kind_is_one_declaration() -> None:
+    class AedAttributes(Attributes):
+        indoor: TriState = None
+        cabinets: int | None = Field(None, ge=0)
+
+    aed = Layer(
+        key="aed_test",
+        names={"zh-Hans": "除颤仪", "zh-Hant": "除顫儀", "en": "AEDs"},
+        colour="#00aa00",
+        icon="heart-pulse",
+        attributes=AedAttributes,
+        osm_rules=({"emergency": ("defibrillator",)},),
+        disclosure_domains=("health",),
+    )
+    layers.register(aed)
+    try:
+        assert layers.get_layer("aed_test") is aed
+        assert aed.validate_attributes({"indoor": "是"}) == {"indoor": True}
+    finally:
+        layers.unregister("aed_test")
+    assert "aed_test" not in layers.all_layers()
+
+
+def test_layer_needs_all_languages() -> None:
+    with pytest.raises(ValueError, match="zh-Hant"):
+        Layer(
+            key="x",
+            names={"zh-Hans": "x", "en": "x"},
+            colour="#000",
+            icon="x",
+            attributes=Attributes,
+        )

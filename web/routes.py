@@ -1,0 +1,5 @@
+"""Web pages (filled in by the web-map and disclosure issues)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
