@@ -23,6 +23,7 @@ from geoservice import (
 from geoservice.db import create_pool, database_url, mask_url
 from geoservice.errors import register_error_handlers
 from geoservice.settings import Settings
+from web import pages, staff_page
 from web import routes as web_routes
 
 logger = logging.getLogger("servicemap")
@@ -104,6 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
     register_error_handlers(app)
     for module in (meta, nearest, h3, facilities, disclosures, sensors, ratings, staff, ogc):
         app.include_router(module.router)
-    app.include_router(web_routes.router)
+    for page in (pages, staff_page, web_routes):
+        app.include_router(page.router)
     app.add_middleware(BodyLimit, max_bytes=settings.service.max_body_bytes)
     return app

@@ -1,0 +1,5 @@
+"""Web router: pages (filled in by its issue)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
