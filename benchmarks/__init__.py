@@ -1,0 +1,1 @@
+"""Benchmarks: one script per figure, each printing a ratio against a baseline run beside it."""
