@@ -201,3 +201,7 @@ for module in (cli_ingest, cli_disclosures, cli_toilets, cli_web):
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+if __name__ == "__main__":
+    main()

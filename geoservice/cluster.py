@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import pwd
 import secrets
@@ -106,7 +107,7 @@ class Cluster:
 
     def __init__(self, settings: DatabaseSettings) -> None:
         self.settings = settings
-        self.root = settings.data_dir.resolve()
+        self.root = self._reachable_root(settings.data_dir.resolve())
         self.pgdata = self.root / "data"
         self.password_file = self.root / "password"
         self.log_file = self.root / "server.log"
@@ -120,6 +121,23 @@ class Cluster:
             return pwd.getpwnam("postgres")
         except KeyError as exc:
             raise ClusterError("running as root needs a `postgres` user to run the server") from exc
+
+    def _reachable_root(self, wanted: Path) -> Path:
+        """`wanted`, unless the server account cannot reach it (a project under /root, say).
+
+        Then the cluster lives in the server account's home, one folder per project path.
+        """
+        owner = self._owner()
+        if owner is None:
+            return wanted
+        existing = wanted
+        while not existing.exists():
+            existing = existing.parent
+        probe = ["runuser", "-u", owner.pw_name, "--", "test", "-x", str(existing)]
+        if subprocess.run(probe, capture_output=True, cwd="/").returncode == 0:
+            return wanted
+        digest = hashlib.sha1(str(wanted).encode(), usedforsecurity=False).hexdigest()[:12]
+        return Path(owner.pw_dir) / "servicemap" / digest
 
     def _run(self, args: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
         owner = self._owner()
@@ -168,7 +186,7 @@ class Cluster:
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root.parent / ".postgres.lock", "w") as handle:
+        with open(self.root.parent / f".{self.root.name}.lock", "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
