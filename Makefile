@@ -5,9 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PG_MAJOR ?= 15
-# Debian packages the project needs: PostgreSQL + PostGIS (embedded cluster), Chromium (browser
-# tests), GDAL's tools (the OGC client test), Node.js + npm (front-end assets)
-DEB_PACKAGES := postgresql postgresql-$(PG_MAJOR)-postgis-3 chromium gdal-bin nodejs npm
+# What the project needs from Debian, as "what to look for:package providing it": PostgreSQL +
+# PostGIS (embedded cluster), Chromium (browser tests), GDAL's tools (the OGC client test),
+# npm (front-end assets; Debian's npm brings nodejs), wrk (HTTP benchmarks). A path is checked
+# for existence, a bare name on PATH — so a Node.js from elsewhere counts as installed.
+NEEDS := /usr/lib/postgresql/$(PG_MAJOR)/bin/pg_ctl:postgresql-$(PG_MAJOR) \
+	/usr/share/postgresql/$(PG_MAJOR)/extension/postgis.control:postgresql-$(PG_MAJOR)-postgis-3 \
+	/usr/bin/chromium:chromium ogrinfo:gdal-bin npm:npm wrk:wrk
 
 .PHONY: install system python assets run test lint bench clean
 
@@ -15,8 +19,9 @@ install: system python assets
 
 # System packages, only when missing and only as root (otherwise say what to install).
 system:
-	@missing=""; for p in $(DEB_PACKAGES); do \
-	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for need in $(NEEDS); do what=$${need%%:*}; pkg=$${need##*:}; \
+	  if [ "$${what#/}" != "$$what" ]; then [ -e "$$what" ] || missing="$$missing $$pkg"; \
+	  else command -v "$$what" >/dev/null 2>&1 || missing="$$missing $$pkg"; fi; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Debian packages:$$missing"; \
@@ -34,7 +39,13 @@ $(STAMP): pyproject.toml
 
 # Front-end assets installed from the npm registry at set-up time (never committed).
 assets:
-	@true
+	@if [ -f web/node_modules/.package-lock.json ] && \
+	  [ ! web/package-lock.json -nt web/node_modules/.package-lock.json ]; then \
+	  echo "front-end assets up to date (web/node_modules)"; \
+	else \
+	  npm ci --prefix web --no-audit --no-fund --loglevel=error && \
+	  touch web/node_modules/.package-lock.json; \
+	fi
 
 run: install
 	$(BIN)/servicemap demo
