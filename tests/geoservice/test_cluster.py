@@ -23,7 +23,9 @@ def _free_port() -> int:
 
 
 def test_lifecycle_and_crash_recovery(tmp_path: Path) -> None:
-    cluster = Cluster(DatabaseSettings(data_dir=tmp_path / "pg", port=_free_port(), name="lifecycle"))
+    cluster = Cluster(
+        DatabaseSettings(data_dir=tmp_path / "pg", port=_free_port(), name="lifecycle")
+    )
     # as root, a data dir the postgres account cannot reach moves to that account's home
     root = cluster.root
     url = cluster.up()
