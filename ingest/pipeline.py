@@ -1,18 +1,63 @@
-"""Read a file, transform it to records, load it; record the run in ingest_runs."""
+"""One ingest run: read → map → convert → validate → COPY to staging → one upsert; record it.
+
+Atomic by default: the whole run is one transaction, and any invalid row rolls it back.
+``skip_invalid`` loads the valid rows; ``dry_run`` validates and counts, then rolls back. Every
+run, failed ones included, is recorded in ``ingest_runs`` in a transaction of its own.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import psycopg
-import pyogrio
+import shapely
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ingest.load import LoadCounts, load_records
-from ingest.transform import records_from_frame
+import layers
+from ingest import crs as crs_mod
+from ingest import load, transform, validate
+from ingest.load import LoadCounts
+from ingest.mapping import Mapping, resolve
+from ingest.readers import CHUNK_ROWS, Chunk, Source, open_source
+from ingest.report import MAX_STORED_ISSUES, IngestError, IngestReport, Issue
+
+#: progress callback: (rows read so far, rows expected or None)
+Progress = Callable[[int, int | None], None]
+
+
+class IngestFailed(Exception):
+    """A run that wrote nothing; its report says why (and is already recorded)."""
+
+    def __init__(self, report: IngestReport) -> None:
+        self.report = report
+        super().__init__(report.failure_line())
+
+
+@dataclass
+class IngestOptions:
+    """How to read and load one file."""
+
+    mapping: Mapping = field(default_factory=Mapping)
+    skip_invalid: bool = False
+    allow_outside: bool = False
+    full: bool = False
+    dry_run: bool = False
+    #: the district's extent (lon/lat); None: no extent check
+    bbox: tuple[float, float, float, float] | None = None
+    timezone: str = "Asia/Shanghai"
+    #: language of names given to unnamed OSM elements
+    lang: str = "zh-Hans"
+    chunk_rows: int = CHUNK_ROWS
 
 
 def file_sha256(path: Path) -> str:
@@ -24,35 +69,354 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def ingest_file(
-    conn: psycopg.Connection[Any], path: Path, *, layer: str, source: str, full: bool = False
-) -> LoadCounts:
-    """Load one file of one layer (identity mapping) atomically and record the run."""
+class _Rollback(Exception):
+    """Leave the run's transaction without writing (failed or dry run)."""
+
+
+def run_ingest(
+    conn: psycopg.Connection[Any],
+    path: Path,
+    options: IngestOptions,
+    progress: Progress | None = None,
+) -> IngestReport:
+    """Ingest one file; raises IngestFailed (after recording the run) when nothing was written."""
     started = time.monotonic()
-    frame = pyogrio.read_dataframe(path)
-    if frame.crs is not None and frame.crs.to_epsg() != 4326:
-        frame = frame.to_crs(4326)
-    records = records_from_frame(frame, layer_key=layer, source=source)
-    counts = load_records(conn, records, source, full=full)
+    mapping = options.mapping
+    source_name = mapping.source or path.stem
+    report = IngestReport(path=str(path), source=source_name, layer=mapping.layer)
+    try:
+        if path.is_file():
+            report.file_sha256 = file_sha256(path)
+        _run(conn, path, options, source_name, report, progress)
+    except IngestError as exc:
+        report.outcome = "failed"
+        report.reason = str(exc)
+    except _Rollback:
+        pass
+    except psycopg.Error as exc:
+        report.outcome = "failed"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        report.reason = f"the database refused the load, nothing written: {first}"
+    report.duration_s = time.monotonic() - started
+    _record(conn, report)
+    if report.outcome == "failed":
+        raise IngestFailed(report)
+    return report
+
+
+def _run(
+    conn: psycopg.Connection[Any],
+    path: Path,
+    options: IngestOptions,
+    source_name: str,
+    report: IngestReport,
+    progress: Progress | None,
+) -> None:
+    mapping = options.mapping
+    mapping.check()
+    osm_layers = mapping.layer_keys() if mapping.layer else None
+    source = open_source(path, osm_layers=osm_layers, lang=options.lang)
+    report.format = source.format
+    if source.canonical:
+        # OSM: the reader has already chosen each element's layer from its tags
+        mapping = mapping.merged(layer_field="layer")
+    resolved = resolve(mapping, source.columns, has_geometry=source.has_geometry)
+    explicit = crs_mod.parse_crs(mapping.crs) if mapping.crs else None
+    choice = validate.CrsChoice(
+        explicit=explicit,
+        declared=source.crs,
+        default=crs_mod.parse_crs(source.default_crs or crs_mod.WGS84),
+        origin=mapping.origin if mapping.crs and mapping.origin != "the options" else "--crs",
+    )
+    report.crs = str(choice.fixed or choice.default)
+    failed = False
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        fresh = load.begin(cur, source_name)
+        indexes = load.drop_secondary_indexes(cur, source.total)
+        writer = _Writer(cur, source_name, fresh=fresh, full=options.full)
+        seen = _SeenIds()
+        try:
+            for chunk in source.chunks(options.chunk_rows):
+                records, rejected, chunk_failed = _chunk(
+                    chunk, source, resolved, choice, options, source_name, report
+                )
+                report.read += len(chunk.frame)
+                records, duplicated = seen.check(records, report)
+                failed = failed or chunk_failed or duplicated
+                if not failed or options.skip_invalid:
+                    writer.put(records, rejected)
+                if progress is not None:
+                    progress(report.read, source.total)
+        except BaseException:
+            writer.close(quiet=True)
+            raise
+        writer.close()
+        if report.read == 0:
+            raise IngestError(f"{path.name} holds no facilities (0 rows): nothing to load")
+        if failed and not options.skip_invalid:
+            report.outcome = "failed"
+            report.reason = (
+                f"{report.rejected:,} of {report.read:,} row(s) invalid; nothing written "
+                "(fix them, or load the rest with --skip-invalid)"
+            )
+            raise _Rollback
+        report.inserted, report.updated = writer.counts.inserted, writer.counts.updated
+        report.unchanged = writer.counts.unchanged
+        report.removed = load.finish(cur, source_name, full=options.full and not fresh)
+        load.create_indexes(cur, indexes)
+        if options.dry_run:
+            report.outcome = "dry_run"
+            raise _Rollback
+        report.outcome = "ok"
+
+
+class _SeenIds:
+    """Source ids met so far in the file (as 64-bit hashes) and the row each first came on."""
+
+    def __init__(self) -> None:
+        self.first: dict[int, int] = {}
+
+    def check(self, records: pd.DataFrame, report: IngestReport) -> tuple[pd.DataFrame, bool]:
+        """The records without ids met before (each reported as a duplicate); any found?"""
+        if records.empty:
+            return records, False
+        ids = records["source_id"].to_numpy(dtype=object)
+        keys = pd.util.hash_array(ids).tolist()
+        row_numbers = records["row_no"].to_numpy().tolist()
+        duplicate = np.zeros(len(ids), dtype=bool)
+        first = self.first
+        for i, (key, row) in enumerate(zip(keys, row_numbers, strict=True)):
+            earlier = first.setdefault(key, row)
+            if earlier != row:
+                duplicate[i] = True
+                report.add(
+                    Issue(
+                        int(row),
+                        None,
+                        "source_id",
+                        str(ids[i]),
+                        f"duplicate id: row {earlier} has it too",
+                    )  # fmt: skip
+                )
+        if not duplicate.any():
+            return records, False
+        report.rejected += int(duplicate.sum())
+        return records.loc[~duplicate], True
+
+
+class _Writer:
+    """Loads chunks on a thread of its own, so the database works while the next chunk is read.
+
+    The queue holds at most two chunks: memory stays bounded however large the file.
+    """
+
+    def __init__(self, cur: psycopg.Cursor[Any], source: str, *, fresh: bool, full: bool) -> None:
+        self.cur = cur
+        self.source = source
+        self.fresh = fresh
+        self.full = full
+        self.counts = LoadCounts()
+        self.error: BaseException | None = None
+        self.queue: queue.Queue[tuple[pd.DataFrame, list[tuple[str, int | None]]] | None] = (
+            queue.Queue(maxsize=2)
+        )
+        self.thread = threading.Thread(target=self._loop, name="ingest-writer", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is not None:
+                continue  # the run fails anyway: write nothing more
+            records, rejected = item
+            try:
+                if self.fresh:
+                    counts = load.insert_new(self.cur, records, self.source)
+                else:
+                    counts = load.load_chunk(self.cur, records, self.source)
+                if self.full and not self.fresh:
+                    listed = records["source_id"].tolist() + [sid for sid, _ in rejected]
+                    load.mark_seen(self.cur, listed)
+            except BaseException as exc:  # handed to the reading thread, which re-raises it
+                self.error = exc
+                continue
+            for name in ("staged", "inserted", "updated", "unchanged"):
+                setattr(self.counts, name, getattr(self.counts, name) + getattr(counts, name))
+
+    def put(self, records: pd.DataFrame, rejected: list[tuple[str, int | None]]) -> None:
+        """Queue a chunk (blocks while two are waiting)."""
+        if self.error is not None:
+            raise self.error
+        self.queue.put((records, rejected))
+
+    def close(self, *, quiet: bool = False) -> None:
+        """Wait for the queued chunks; re-raise the writer's error unless `quiet`."""
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None and not quiet:
+            raise self.error
+
+
+def _chunk(
+    chunk: Chunk,
+    source: Source,
+    resolved: Any,
+    choice: validate.CrsChoice,
+    options: IngestOptions,
+    source_name: str,
+    report: IngestReport,
+) -> tuple[pd.DataFrame, list[tuple[str, int | None]], bool]:
+    """Map, convert, validate one chunk: (valid records, ids of rejected rows, any errors)."""
+    can = transform.to_canonical(chunk, resolved, canonical_source=source.canonical)
+    frame = can.frame
+    issues: list[Issue] = list(can.issues)
+    crs, crs_issues = choice.for_chunk(frame, can.crs_labels, resolved.crs_label)
+    issues.extend(crs_issues)
+    n = len(frame)
+
+    # positions: points convert as arrays; shapes convert, then a point inside them
+    lon, lat = crs_mod.to_wgs84(can.x, can.y, crs)
+    footprints = np.full(n, None, dtype=object)
+    has_shape = ~pd.isna(can.shapes)
+    if has_shape.any():
+        shapes = crs_mod.geometries_to_wgs84(can.shapes[has_shape], crs)
+        invalid = ~shapely.is_valid(shapes)
+        if invalid.any():
+            shapes[invalid] = shapely.make_valid(shapes[invalid])
+        points = shapely.point_on_surface(shapes)
+        lon[has_shape] = shapely.get_x(points)
+        lat[has_shape] = shapely.get_y(points)
+        footprints[has_shape] = shapes
+        # the swap check works on source coordinates: use the representative point's
+        src_points = shapely.point_on_surface(can.shapes[has_shape])
+        can.x[has_shape] = shapely.get_x(src_points)
+        can.y[has_shape] = shapely.get_y(src_points)
+    reported = {i.row for i in issues if i.severity == "error"}
+    checkable = ~frame["_row"].isin(reported).to_numpy()
+    position_field = f"{resolved.x}/{resolved.y}" if resolved.x else (resolved.wkt or "geometry")
+    issues.extend(
+        validate.check_positions(
+            frame, x=can.x, y=can.y, lon=lon, lat=lat, checkable=checkable, crs=crs,
+            bbox=options.bbox, allow_outside=options.allow_outside, field=position_field,
+        )
+    )  # fmt: skip
+    issues.extend(validate.check_fields(frame, resolved))
+
+    # values: once per distinct value
+    frame["opening_hours_norm"], bad_hours = transform.opening_hours(frame["opening_hours"])
+    hours_field = resolved.field_columns.get("opening_hours", "opening_hours")
+    for i in np.flatnonzero(bad_hours).tolist():
+        issues.append(
+            transform.issue(
+                frame,
+                int(i),
+                hours_field,
+                frame["opening_hours"].iat[i],
+                "not OSM opening_hours syntax: raw text kept, open_now unknown",
+                "warning",
+            )  # fmt: skip
+        )
+    frame["accessible_bool"] = transform.tristate(frame["accessible"])
+    frame["verified_at_iso"], bad_times = transform.verified_times(
+        frame["verified_at"], options.timezone
+    )
+    for i in np.flatnonzero(bad_times).tolist():
+        issues.append(
+            transform.issue(
+                frame,
+                int(i),
+                resolved.field_columns.get("verified_at", "verified_at"),
+                frame["verified_at"].iat[i],
+                "not a date/time: left empty",
+                "warning",
+            )  # fmt: skip
+        )
+    has_layer = np.flatnonzero(frame["layer"].notna().to_numpy())
+    attributes, attribute_issues = transform.attribute_json(frame, has_layer)
+    issues.extend(attribute_issues)
+
+    bad_rows = {i.row for i in issues if i.severity == "error"}
+    bad = frame["_row"].isin(bad_rows).to_numpy()
+    report.extend(issues)
+    report.rejected += int(bad.sum())
+
+    if "source_id" not in resolved.field_columns:
+        ok = ~bad
+        ids = np.full(n, None, dtype=object)
+        ids[ok] = transform.generated_source_ids(
+            frame["layer"].to_numpy(dtype=object)[ok].tolist(),
+            frame["name"].to_numpy(dtype=object)[ok].tolist(),
+            lon[ok],
+            lat[ok],
+        )
+        frame["source_id"] = ids
+    rejected_ids: list[tuple[str, int | None]] = [
+        (str(sid), int(row))
+        for sid, row in zip(
+            frame["source_id"].to_numpy(dtype=object)[bad],
+            frame["_row"].to_numpy()[bad],
+            strict=True,
+        )
+        if sid is not None
+    ]
+    keep = ~bad
+    records = transform.records(
+        frame.loc[keep].reset_index(drop=True),
+        lon[keep],
+        lat[keep],
+        footprints[keep],
+        attributes[keep],
+        source=source_name,
+    )
+    return records, rejected_ids, bool(bad.any())
+
+
+def _record(conn: psycopg.Connection[Any], report: IngestReport) -> None:
+    """Write the run's row in ingest_runs (its own transaction: failed runs are kept too)."""
     with conn.transaction():
         conn.execute(
             """
             INSERT INTO ingest_runs (kind, source, layer, path, file_sha256, finished_at,
-                duration_s, read, inserted, updated, unchanged, removed, outcome, report)
-            VALUES ('facilities', %s, %s, %s, %s, now(), %s, %s, %s, %s, %s, %s, 'ok', %s)
+                duration_s, read, inserted, updated, unchanged, removed, rejected, warnings,
+                outcome, report)
+            VALUES ('facilities', %s, %s, %s, %s, now(), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             """,
             (
-                source,
-                layer,
-                str(path),
-                file_sha256(path),
-                time.monotonic() - started,
-                counts.staged,
-                counts.inserted,
-                counts.updated,
-                counts.unchanged,
-                counts.removed,
-                Jsonb({}),
-            ),  # fmt: skip
-        )
-    return counts
+                report.source, report.layer, report.path, report.file_sha256, report.duration_s,
+                report.read, report.inserted, report.updated, report.unchanged, report.removed,
+                report.rejected, report.warnings, report.outcome,
+                Jsonb(report.to_dict(max_issues=MAX_STORED_ISSUES)),
+            ),
+        )  # fmt: skip
+
+
+def record_failed(
+    conn: psycopg.Connection[Any], path: Path, source: str | None, reason: str
+) -> IngestReport:
+    """Record a run that failed before it could start (an unreadable mapping file)."""
+    report = IngestReport(path=str(path), source=source or path.stem, reason=reason)
+    if path.is_file():
+        report.file_sha256 = file_sha256(path)
+    _record(conn, report)
+    return report
+
+
+def ingest_file(
+    conn: psycopg.Connection[Any],
+    path: Path,
+    *,
+    layer: str,
+    source: str,
+    full: bool = False,
+    bbox: tuple[float, float, float, float] | None = None,
+) -> LoadCounts:
+    """Load one file of one layer (identity mapping) atomically and record the run."""
+    layers.get_layer(layer)
+    options = IngestOptions(mapping=Mapping(layer=layer, source=source), full=full, bbox=bbox)
+    report = run_ingest(conn, path, options)
+    return LoadCounts(
+        staged=report.read - report.rejected,
+        inserted=report.inserted,
+        updated=report.updated,
+        unchanged=report.unchanged,
+        removed=report.removed,
+    )

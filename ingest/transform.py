@@ -1,35 +1,36 @@
-"""Pure transforms from a read GeoDataFrame to canonical facility records (see load.RECORD_COLUMNS)."""
+"""Pure transforms: a read chunk → canonical columns (mapping) → WGS 84 positions → records.
+
+Vectorised throughout: per-value work (opening hours, yes/no, attribute validation) runs once
+per distinct value, never once per row, so a million-row file with a few distinct values costs
+a few million numpy operations, not a million Python calls.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import geopandas as gpd
 import h3
 import numpy as np
 import pandas as pd
+import shapely
 
 import layers
 from geoservice.features import hours_valid
-from ingest.load import RECORD_COLUMNS, facility_id
-
-#: Facility fields a source column of the same name fills.
-FACILITY_FIELDS = (
-    "source_id",
-    "name",
-    "name_en",
-    "address",
-    "phone",
-    "website",
-    "opening_hours",
-    "accessible",
-    "status",
-    "status_reason",
-    "verified_at",
-)
+from ingest import crs as crs_mod
+from ingest.load import RECORD_COLUMNS, content_hashes, facility_ids
+from ingest.mapping import FACILITY_FIELDS, Resolved
+from ingest.readers import MAX_FIELD_CHARS, Chunk
+from ingest.report import Issue, shown_value
 
 H3_STORED_RESOLUTION = 15
+STATUSES = ("active", "temporarily_closed", "removed")
+#: decimals of the rounded position in a generated source id (~11 m)
+ID_POSITION_DECIMALS = 4
 
 
 def h3_cells(
@@ -37,56 +38,347 @@ def h3_cells(
 ) -> np.ndarray:
     """H3 cells (as int64) of points, exactly h3.latlng_to_cell."""
     return np.fromiter(
-        (h3.str_to_int(h3.latlng_to_cell(a, o, resolution)) for a, o in zip(lat, lon, strict=True)),
+        (
+            h3.str_to_int(h3.latlng_to_cell(a, o, resolution))
+            for a, o in zip(lat.tolist(), lon.tolist(), strict=True)
+        ),
         dtype=np.int64,
         count=len(lat),
     )
 
 
-def _text(value: Any) -> str | None:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+def text_column(values: pd.Series) -> pd.Series:
+    """A column as stripped text (object dtype); empty or missing → None."""
+    if pd.api.types.is_float_dtype(values.dtype):
+        finite = values.dropna()
+        if len(finite) and bool(np.all(np.mod(finite.to_numpy(), 1) == 0)):
+            # ids read as floats (60001449.0) are integers that lost their type
+            values = values.astype("Int64")
+    if pd.api.types.is_bool_dtype(values.dtype):
+        values = values.astype(object)
+    text = values.astype("string").str.strip()
+    text = text.mask(text == "")
+    return text.astype(object).where(text.notna(), None)
+
+
+def _plain(value: Any) -> Any:
+    """A cell as a plain Python value for validation: NaN/NA/empty → None, text stripped."""
+    if value is None or value is pd.NA:
         return None
-    text = str(value).strip()
-    return text or None
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, str):
+        stripped = value.strip()
+        return stripped or None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
-def records_from_frame(frame: gpd.GeoDataFrame, *, layer_key: str, source: str) -> pd.DataFrame:
-    """Identity-mapped records: columns named like facility fields or layer attributes."""
-    layer = layers.get_layer(layer_key)
-    attribute_names = set(layer.attributes.model_fields)
-    points = frame.geometry.representative_point()
-    out = pd.DataFrame(index=frame.index)
-    for name in FACILITY_FIELDS:
-        out[name] = frame[name].map(_text) if name in frame.columns else None
-    out["layer"] = layer_key
-    out["lon"] = points.x.to_numpy()
-    out["lat"] = points.y.to_numpy()
-    is_point = frame.geometry.geom_type == "Point"
-    out["footprint"] = [
-        None if p else g.wkb_hex for p, g in zip(is_point, frame.geometry, strict=True)
-    ]
-    raw_hours = out["opening_hours"]
-    out["opening_hours_raw"] = raw_hours
-    out["opening_hours"] = [h if hours_valid(h) else None for h in raw_hours]
-    out["accessible"] = [layers.parse_tristate(v) for v in out["accessible"]]
-    out["status"] = out["status"].fillna("active")
-    attribute_columns = [c for c in frame.columns if c in attribute_names]
-    out["attributes"] = [
-        json.dumps(
-            layer.validate_attributes(
-                {
-                    c: v
-                    for c, v in row.items()
-                    if v is not None and not (isinstance(v, float) and np.isnan(v))
-                }
-            ),
-            ensure_ascii=False,
-        )
-        for row in frame[attribute_columns].to_dict("records")
-    ]
-    out["source_id"] = out["source_id"].fillna(
-        pd.Series(frame.index.astype(str), index=frame.index)
+@dataclass
+class Canonical:
+    """One chunk in our terms: fields, attribute values, source coordinates; and its issues."""
+
+    frame: pd.DataFrame
+    #: source x/y (for x/y or point sources) in the source CRS
+    x: np.ndarray
+    y: np.ndarray
+    #: non-point geometries in the source CRS (None for points / column coordinates)
+    shapes: np.ndarray
+    #: per-row CRS label (text) or None
+    crs_labels: np.ndarray | None
+    issues: list[Issue]
+
+
+def _where(frame: pd.DataFrame, i: int) -> tuple[int | None, str | None]:
+    row = frame["_row"].to_numpy()[i]
+    fid = frame["_fid"].to_numpy()[i]
+    return (int(row) if row is not None else None, None if fid is None else str(fid))
+
+
+def issue(
+    frame: pd.DataFrame, i: int, field: str, value: Any, reason: str, severity: str = "error"
+) -> Issue:
+    """An issue about row position `i` of a canonical frame."""
+    row, fid = _where(frame, i)
+    return Issue(
+        row, fid, field, shown_value(value), reason, "warning" if severity == "warning" else "error"
     )
-    out["id"] = [facility_id(source, sid) for sid in out["source_id"]]
-    out["h3_15"] = h3_cells(out["lat"].to_numpy(), out["lon"].to_numpy())
-    return out.loc[:, list(RECORD_COLUMNS)]
+
+
+def to_canonical(chunk: Chunk, resolved: Resolved, *, canonical_source: bool) -> Canonical:
+    """Apply a resolved mapping to a chunk: layer, text fields, raw attributes, coordinates."""
+    src = chunk.frame
+    n = len(src)
+    frame = pd.DataFrame(index=pd.RangeIndex(n))
+    frame["_row"] = chunk.rows
+    frame["_fid"] = chunk.fids if chunk.fids is not None else np.full(n, None, dtype=object)
+    issues: list[Issue] = []
+
+    # layer: fixed, or from a column through [layer_values]
+    if resolved.layer is not None:
+        frame["layer"] = resolved.layer
+    else:
+        assert resolved.layer_column is not None
+        raw_layer = text_column(src[resolved.layer_column])
+        known = set(layers.all_layers())
+        lookup = {str(k).strip(): v for k, v in resolved.layer_values.items()}
+        unique = pd.unique(raw_layer.dropna())
+        resolved_values = {u: lookup.get(u, u if u in known else None) for u in unique.tolist()}
+        frame["layer"] = raw_layer.map(resolved_values).astype(object)
+        frame["layer"] = frame["layer"].where(frame["layer"].notna(), None)
+        for i in np.flatnonzero(frame["layer"].isna().to_numpy()).tolist():
+            value = raw_layer.iat[i]
+            reason = (
+                "missing layer"
+                if value is None
+                else f"unknown layer; known layers: {', '.join(sorted(known))}"
+            )
+            issues.append(issue(frame, int(i), resolved.layer_column, value, reason))
+
+    for name in FACILITY_FIELDS:
+        column = resolved.field_columns.get(name)
+        frame[name] = text_column(src[column]) if column is not None else None
+
+    # attribute columns: attr.<name> holding raw (typed) values
+    attribute_sources: dict[str, str] = {}
+    for mapping in resolved.attribute_columns.values():
+        attribute_sources.update({a: c for a, c in mapping.items()})
+    for attr, column in attribute_sources.items():
+        frame[f"attr.{attr}"] = src[column].to_numpy(dtype=object)
+    if canonical_source:
+        for column in src.columns:
+            if column.startswith("attr."):
+                frame[column] = src[column].to_numpy(dtype=object)
+        if "__unnamed__" in src.columns:
+            frame["_unnamed"] = src["__unnamed__"].fillna(False).to_numpy(dtype=bool)
+
+    # coordinates in the source CRS
+    x = np.full(n, np.nan)
+    y = np.full(n, np.nan)
+    shapes = np.full(n, None, dtype=object)
+    if resolved.x is not None and resolved.y is not None:
+        for column, target in ((resolved.x, x), (resolved.y, y)):
+            raw = text_column(src[column])
+            numbers = pd.to_numeric(raw, errors="coerce")
+            target[:] = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+            for i in np.flatnonzero(raw.isna().to_numpy()).tolist():
+                issues.append(issue(frame, int(i), column, None, "missing coordinate"))
+            for i in np.flatnonzero((raw.notna() & numbers.isna()).to_numpy()).tolist():
+                issues.append(issue(frame, int(i), column, raw.iat[i], "not a number"))
+    else:
+        if resolved.wkt is not None:
+            raw = text_column(src[resolved.wkt])
+            geoms = shapely.from_wkt(raw.to_numpy(dtype=object), on_invalid="ignore")
+            for i in np.flatnonzero((raw.notna() & pd.isna(geoms)).to_numpy()).tolist():
+                issues.append(issue(frame, int(i), resolved.wkt, raw.iat[i], "not valid WKT"))
+            for i in np.flatnonzero(raw.isna().to_numpy()).tolist():
+                issues.append(issue(frame, int(i), resolved.wkt, None, "missing geometry"))
+            field = resolved.wkt
+        else:
+            geoms = chunk.geometry if chunk.geometry is not None else np.full(n, None)
+            field = "geometry"
+            for i in np.flatnonzero(pd.isna(geoms)).tolist():
+                issues.append(issue(frame, int(i), field, None, "missing geometry"))
+        geoms = np.asarray(geoms, dtype=object)
+        present = ~pd.isna(geoms)
+        empty = np.zeros(n, dtype=bool)
+        empty[present] = shapely.is_empty(geoms[present].astype(object))
+        for i in np.flatnonzero(empty).tolist():
+            issues.append(issue(frame, int(i), field, "EMPTY", "empty geometry"))
+        usable = present & ~empty
+        kinds = np.full(n, -1)
+        kinds[usable] = shapely.get_type_id(geoms[usable])
+        is_point = kinds == 0
+        x[is_point] = shapely.get_x(geoms[is_point])
+        y[is_point] = shapely.get_y(geoms[is_point])
+        other = usable & ~is_point
+        shapes[other] = geoms[other]
+    labels = (
+        text_column(src[resolved.crs_label]).to_numpy(dtype=object)
+        if resolved.crs_label is not None
+        else None
+    )
+    issues.extend(_long_fields(frame, src))
+    return Canonical(frame, x, y, shapes, labels, issues)
+
+
+def _long_fields(frame: pd.DataFrame, src: pd.DataFrame) -> list[Issue]:
+    """Every text cell longer than MAX_FIELD_CHARS, wherever it is mapped to."""
+    found: list[Issue] = []
+    for column in src.columns:
+        values = src[column]
+        if values.dtype != object and not pd.api.types.is_string_dtype(values.dtype):
+            continue
+        try:
+            lengths = values.str.len().fillna(0).to_numpy()
+        except AttributeError:  # an object column without text
+            continue
+        for i in np.flatnonzero(lengths > MAX_FIELD_CHARS).tolist():
+            found.append(
+                issue(
+                    frame,
+                    int(i),
+                    str(column),
+                    values.iat[i],
+                    f"field too long ({int(lengths[i]):,} characters; at most {MAX_FIELD_CHARS:,})",
+                )
+            )
+    return found
+
+
+def normalised_name(name: str) -> str:
+    """A name folded for identity: NFKC, case-folded, whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
+def generated_source_ids(
+    layer: Sequence[str], name: Sequence[str], lon: np.ndarray, lat: np.ndarray
+) -> list[str]:
+    """Stable ids for sources without an id column: layer + normalised name + rounded position."""
+    out = []
+    for la, na, x, y in zip(layer, name, lon.tolist(), lat.tolist(), strict=True):
+        key = f"{la}\x1f{normalised_name(na)}\x1f{y:.{ID_POSITION_DECIMALS}f},{x:.{ID_POSITION_DECIMALS}f}"
+        out.append("auto-" + hashlib.blake2b(key.encode(), digest_size=8).hexdigest())
+    return out
+
+
+def attribute_json(frame: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, list[Issue]]:
+    """Validated attributes (JSON text) of the given row positions, and the invalid ones' issues.
+
+    Each layer's attribute model validates each distinct combination of values once.
+    """
+    out = np.full(len(frame), "{}", dtype=object)
+    issues: list[Issue] = []
+    layer_values = frame["layer"].to_numpy(dtype=object)
+    for key in pd.unique(layer_values[rows]).tolist():
+        if key is None:
+            continue
+        layer = layers.get_layer(key)
+        positions = rows[layer_values[rows] == key]
+        names = [a for a in layer.attributes.model_fields if f"attr.{a}" in frame.columns]
+        if not names:
+            continue
+        columns = [
+            [_plain(v) for v in frame[f"attr.{a}"].to_numpy(dtype=object)[positions]] for a in names
+        ]
+        combos = list(zip(*columns, strict=True))
+        codes, uniques = pd.factorize(pd.Series(combos, dtype=object), use_na_sentinel=False)
+        texts = np.empty(len(uniques), dtype=object)
+        failures: dict[int, list[tuple[str, str]]] = {}
+        for u, combo in enumerate(uniques):
+            raw = {a: v for a, v in zip(names, combo, strict=True) if v is not None}
+            errors = layer.attribute_errors(raw)
+            if errors:
+                failures[u] = errors
+                texts[u] = None
+            else:
+                texts[u] = json.dumps(
+                    layer.validate_attributes(raw), ensure_ascii=False, sort_keys=True
+                )
+        out[positions] = texts[codes]
+        for u, errors in failures.items():
+            combo = uniques[u]
+            for p in positions[codes == u].tolist():
+                for field, reason in errors:
+                    value = combo[names.index(field)] if field in names else None
+                    issues.append(issue(frame, int(p), f"attributes.{field}", value, reason))
+    return out, issues
+
+
+def opening_hours(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """(normalised OSM opening_hours or None, mask of rows whose text did not parse)."""
+    unique = pd.unique(values.dropna())
+    valid = [v for v in unique.tolist() if hours_valid(v)]
+    ok = values.isin(valid)
+    normalised = values.where(ok, None)
+    bad = (values.notna() & ~ok).to_numpy()
+    return normalised, bad
+
+
+def tristate(values: pd.Series) -> pd.Series:
+    """Yes/no text → True/False; anything else → None (unknown)."""
+    unique = pd.unique(values.dropna())
+    parsed = {v: layers.parse_tristate(v) for v in unique.tolist()}
+    mapped = values.map(parsed).astype(object)
+    return mapped.where(mapped.notna(), None)
+
+
+def verified_times(values: pd.Series, timezone: str) -> tuple[pd.Series, np.ndarray]:
+    """Timestamps (ISO text, UTC) from mixed date text; unparseable → None (and flagged)."""
+    unique = pd.unique(values.dropna()).tolist()
+    parsed: dict[Any, str | None] = {}
+    for v in unique:
+        try:
+            stamp = (
+                pd.Timestamp(v)
+                if "T" in str(v) or "-" in str(v)[:5]
+                else pd.to_datetime(v, dayfirst=True)
+            )
+        except (ValueError, TypeError, OverflowError):
+            parsed[v] = None
+            continue
+        if pd.isna(stamp):
+            parsed[v] = None
+            continue
+        if stamp.tzinfo is None:
+            stamp = stamp.tz_localize(timezone)
+        parsed[v] = stamp.tz_convert("UTC").isoformat()
+    out = values.map(parsed).astype(object)
+    out = out.where(out.notna(), None)
+    bad = (values.notna() & out.isna()).to_numpy()
+    return out, bad
+
+
+def records(
+    frame: pd.DataFrame,
+    lon: np.ndarray,
+    lat: np.ndarray,
+    footprints: np.ndarray,
+    attributes: np.ndarray,
+    *,
+    source: str,
+) -> pd.DataFrame:
+    """Canonical records (load.RECORD_COLUMNS + row_no) of already validated rows."""
+    out = pd.DataFrame(index=frame.index)
+    out["source_id"] = frame["source_id"].to_numpy(dtype=object)
+    for name in ("layer", "name", "name_en", "address", "phone", "website"):
+        out[name] = frame[name].to_numpy(dtype=object)
+    out["opening_hours"] = frame["opening_hours_norm"].to_numpy(dtype=object)
+    out["opening_hours_raw"] = frame["opening_hours"].to_numpy(dtype=object)
+    out["accessible"] = frame["accessible_bool"].to_numpy(dtype=object)
+    out["status"] = frame["status"].fillna("active").to_numpy(dtype=object)
+    out["status_reason"] = frame["status_reason"].to_numpy(dtype=object)
+    out["attributes"] = attributes
+    out["lon"] = lon
+    out["lat"] = lat
+    footprint_hex = np.full(len(frame), None, dtype=object)
+    has = ~pd.isna(footprints)
+    if has.any():
+        with_srid = shapely.set_srid(footprints[has], 4326)
+        footprint_hex[has] = shapely.to_wkb(with_srid, hex=True, include_srid=True)
+    out["footprint"] = footprint_hex
+    out["h3_15"] = h3_cells(lat, lon)
+    out["verified_at"] = frame["verified_at_iso"].to_numpy(dtype=object)
+    out["id"] = facility_ids(source, out["source_id"].tolist())
+    out["row_no"] = frame["_row"].to_numpy()
+    out["content_hash"] = content_hashes(out)
+    return out.loc[:, [*RECORD_COLUMNS, "row_no", "content_hash"]]
+
+
+__all__ = [
+    "H3_STORED_RESOLUTION",
+    "STATUSES",
+    "Canonical",
+    "attribute_json",
+    "crs_mod",
+    "generated_source_ids",
+    "h3_cells",
+    "normalised_name",
+    "opening_hours",
+    "records",
+    "text_column",
+    "to_canonical",
+    "tristate",
+    "verified_times",
+]

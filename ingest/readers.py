@@ -1,0 +1,674 @@
+"""Readers: every format a district receives, streamed in chunks so memory stays bounded.
+
+Each reader yields `Chunk`s: the source columns as a DataFrame, the geometries (shapely, in the
+file's CRS) when the format has them, and where each row came from (row number, feature id).
+GDAL formats go through pyogrio's Arrow stream, CSV through pandas' chunked reader, GeoParquet
+through pyarrow's batches, OSM PBF through GDAL's OSM driver, and map-vendor POI responses
+(several JSON objects one after another) through an incremental JSON decoder.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import re
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pyogrio
+import pyogrio.errors
+import pyproj
+import shapely
+
+import layers
+from ingest import crs as crs_mod
+from ingest.report import IngestError
+
+#: rows per chunk: large enough for vectorised work, small enough to bound memory
+CHUNK_ROWS = 100_000
+#: the longest field accepted; anything longer is a row error (a 10 MB "name" is not a name)
+MAX_FIELD_CHARS = 100_000
+#: how much of a file is looked at to recognise its format / encoding / delimiter
+_HEAD_BYTES = 64 * 1024
+
+FORMATS = ("csv", "geojson", "gpkg", "shapefile", "flatgeobuf", "geoparquet", "osm", "vendor-json")
+_GDAL_FORMATS = {"geojson", "gpkg", "shapefile", "flatgeobuf"}
+
+
+@dataclass
+class Chunk:
+    """Rows of a source: columns, geometries (or None), row numbers, feature ids."""
+
+    frame: pd.DataFrame
+    geometry: np.ndarray | None
+    rows: np.ndarray
+    fids: np.ndarray | None = None
+
+
+@dataclass
+class Source:
+    """An opened source file: its format, columns, declared CRS, and its chunks."""
+
+    path: Path
+    format: str
+    columns: list[str]
+    has_geometry: bool
+    #: the CRS the file declares (None: it does not say)
+    crs: crs_mod.Crs | None = None
+    #: the CRS its kind implies when nothing else says (map vendors: GCJ-02)
+    default_crs: str | None = None
+    #: rows to expect, when cheap to know (progress bars)
+    total: int | None = None
+    #: rows already mapped to canonical columns and layers (OSM)
+    canonical: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def chunks(self, chunk_rows: int = CHUNK_ROWS) -> Iterator[Chunk]:
+        """Stream the rows."""
+        reader = _READERS[self.format]
+        yield from reader(self, chunk_rows)
+
+
+# --- format detection ------------------------------------------------------------------------
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(_HEAD_BYTES)
+
+
+_VENDOR_HINT = re.compile(rb'"(data|pois)"\s*:\s*\[')
+_GEOJSON_HINT = re.compile(rb'"type"\s*:\s*"(FeatureCollection|Feature)"')
+
+
+def detect_format(path: Path) -> str:
+    """The format of a file, by content first and extension second."""
+    if not path.exists():
+        raise IngestError(f"{path} does not exist")
+    if path.is_dir():
+        raise IngestError(f"{path} is a directory: give a file")
+    if path.stat().st_size == 0:
+        raise IngestError(f"{path.name} is empty (0 bytes)")
+    head = _head(path)
+    name = path.name.lower()
+    if head.startswith(b"SQLite format 3\x00"):
+        return "gpkg"
+    if head.startswith(b"fgb"):
+        return "flatgeobuf"
+    if head.startswith(b"PAR1"):
+        return "geoparquet"
+    if head.startswith(b"PK\x03\x04") or name.endswith(".zip"):
+        return "shapefile"
+    if b"OSMHeader" in head[:64] or name.endswith(".pbf"):
+        return "osm"
+    if name.endswith(".shp"):
+        return "shapefile"
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if stripped.startswith((b"{", b"[")):
+        if _VENDOR_HINT.search(head) and not _GEOJSON_HINT.search(head):
+            return "vendor-json"
+        return "geojson"
+    if name.endswith((".gpkg", ".fgb", ".parquet", ".geoparquet", ".geojson", ".json")):
+        # the extension promises a binary/JSON format the content does not have
+        kind = {".gpkg": "GeoPackage", ".fgb": "FlatGeobuf", ".parquet": "GeoParquet"}
+        label = next((v for k, v in kind.items() if name.endswith(k)), "JSON")
+        raise IngestError(f"{path.name} is not a valid {label} file (corrupt or truncated?)")
+    return "csv"
+
+
+def open_source(
+    path: Path, *, osm_layers: list[str] | None = None, lang: str = "zh-Hans"
+) -> Source:
+    """Open a file of any supported format (nothing is read beyond its header)."""
+    fmt = detect_format(path)
+    if fmt == "csv":
+        return _open_csv(path)
+    if fmt == "vendor-json":
+        return _open_vendor(path)
+    if fmt == "geoparquet":
+        return _open_parquet(path)
+    if fmt == "osm":
+        return _open_osm(path, osm_layers, lang)
+    return _open_gdal(path, fmt)
+
+
+def _gdal_error(path: Path, fmt: str, exc: Exception) -> IngestError:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return IngestError(f"cannot read {path.name} as {fmt} (corrupt or truncated?): {text}")
+
+
+# --- GDAL formats (GeoJSON, GeoPackage, Shapefile plain or zipped, FlatGeobuf) ----------------
+
+
+_GDAL_READ_ERRORS = (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError,
+                     pyogrio.errors.FieldError, pyogrio.errors.GeometryError,
+                     pyogrio.errors.CRSError, RuntimeError, OSError, ValueError,
+                     pa.ArrowException, zipfile.BadZipFile, shapely.errors.GEOSException)  # fmt: skip
+
+
+def _open_gdal(path: Path, fmt: str) -> Source:
+    target = str(path)
+    if fmt == "shapefile" and path.name.lower().endswith(".zip"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                shps = [n for n in archive.namelist() if n.lower().endswith(".shp")]
+        except zipfile.BadZipFile as exc:
+            raise IngestError(f"cannot read {path.name}: not a valid zip file ({exc})") from None
+        if len(shps) != 1:
+            raise IngestError(
+                f"{path.name} must hold exactly one .shp file, found {len(shps)}: {shps[:10]}"
+            )
+        target = f"/vsizip/{path}/{shps[0]}"
+    try:
+        names = pyogrio.list_layers(target)
+        if len(names) == 0:
+            raise IngestError(f"{path.name} has no layers")
+        if len(names) > 1:
+            listed = ", ".join(str(n) for n in names[:, 0])
+            raise IngestError(f"{path.name} has several layers ({listed}): give a file with one")
+        info = pyogrio.read_info(target)
+    except _GDAL_READ_ERRORS as exc:
+        raise _gdal_error(path, fmt, exc) from None
+    declared = pyproj.CRS.from_user_input(info["crs"]) if info.get("crs") else None
+    total = int(info["features"]) if int(info.get("features", -1)) >= 0 else None
+    return Source(
+        path=path,
+        format=fmt,
+        columns=[str(c) for c in info["fields"]],
+        has_geometry=info.get("geometry_type") is not None,
+        crs=crs_mod.from_proj(declared) if declared is not None else None,
+        total=total,
+        options={"target": target},
+    )
+
+
+def _read_gdal(source: Source, chunk_rows: int) -> Iterator[Chunk]:
+    target = source.options["target"]
+    done = 0
+    try:
+        with pyogrio.open_arrow(
+            target, batch_size=chunk_rows, use_pyarrow=True, return_fids=True
+        ) as (meta, reader):
+            geometry_name = meta["geometry_name"] or "wkb_geometry"
+            fid_name = meta.get("fid_column") or "OGC_FID"
+            for batch in reader:
+                names = batch.schema.names
+                wkb = batch.column(geometry_name) if geometry_name in names else None
+                fids = (
+                    batch.column(fid_name).to_numpy(zero_copy_only=False)
+                    if fid_name in names
+                    else None
+                )
+                keep = [n for n in names if n not in (geometry_name, fid_name)]
+                frame = batch.select(keep).to_pandas()
+                geometry = (
+                    shapely.from_wkb(wkb.to_numpy(zero_copy_only=False), on_invalid="ignore")
+                    if wkb is not None
+                    else np.full(len(frame), None, dtype=object)
+                )
+                rows = np.arange(done + 1, done + len(frame) + 1, dtype=np.int64)
+                done += len(frame)
+                yield Chunk(frame, geometry, rows, None if fids is None else fids.astype(str))
+    except _GDAL_READ_ERRORS as exc:
+        raise _gdal_error(source.path, source.format, exc) from None
+
+
+# --- GeoParquet --------------------------------------------------------------------------------
+
+
+def _open_parquet(path: Path) -> Source:
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise _gdal_error(path, "GeoParquet", exc) from None
+    metadata = parquet.schema_arrow.metadata or {}
+    geo_raw = metadata.get(b"geo")
+    if geo_raw is None:
+        raise IngestError(f"{path.name} is Parquet without GeoParquet 'geo' metadata")
+    try:
+        geo = json.loads(geo_raw)
+        column = geo["primary_column"]
+        spec = geo["columns"][column]
+    except (ValueError, KeyError) as exc:
+        raise IngestError(f"{path.name}: invalid GeoParquet metadata ({exc})") from None
+    if spec.get("encoding", "WKB").upper() != "WKB":
+        raise IngestError(f"{path.name}: geometry encoding {spec.get('encoding')!r}; only WKB")
+    # GeoParquet: a missing "crs" means OGC:CRS84; an explicit null means unknown
+    crs_json = spec.get("crs", "OGC:CRS84")
+    declared = pyproj.CRS.from_user_input(crs_json) if crs_json is not None else None
+    columns = [n for n in parquet.schema_arrow.names if n != column]
+    return Source(
+        path=path,
+        format="geoparquet",
+        columns=columns,
+        has_geometry=True,
+        crs=crs_mod.from_proj(declared) if declared is not None else None,
+        total=parquet.metadata.num_rows,
+        options={"geometry_column": column},
+    )
+
+
+def _read_parquet(source: Source, chunk_rows: int) -> Iterator[Chunk]:
+    column = source.options["geometry_column"]
+    done = 0
+    try:
+        parquet = pq.ParquetFile(source.path)
+        for batch in parquet.iter_batches(batch_size=chunk_rows):
+            wkb = batch.column(column).to_numpy(zero_copy_only=False)
+            frame = batch.select([n for n in batch.schema.names if n != column]).to_pandas()
+            rows = np.arange(done + 1, done + len(frame) + 1, dtype=np.int64)
+            done += len(frame)
+            yield Chunk(frame, shapely.from_wkb(wkb, on_invalid="ignore"), rows)
+    except (pa.ArrowException, OSError, shapely.errors.GEOSException) as exc:
+        raise _gdal_error(source.path, "GeoParquet", exc) from None
+
+
+# --- CSV ---------------------------------------------------------------------------------------
+
+
+def _detect_encoding(path: Path) -> str:
+    """utf-8-sig with a BOM; utf-8 when the whole file decodes as UTF-8; else GB18030."""
+    head = _head(path)
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        try:
+            fallback = codecs.getincrementaldecoder("gb18030")()
+            with path.open("rb") as handle:
+                while block := handle.read(1 << 20):
+                    fallback.decode(block)
+                fallback.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            raise IngestError(
+                f"{path.name}: text is neither UTF-8 nor GB18030 (byte {exc.start}); "
+                "save it as UTF-8"
+            ) from None
+        return "gb18030"
+    return "utf-8"
+
+
+def _sniff_delimiter(text: str) -> str:
+    lines = [line for line in text.splitlines()[:50] if line.strip()]
+    if not lines:
+        return ","
+    try:
+        return csv.Sniffer().sniff("\n".join(lines), delimiters=",;\t|").delimiter
+    except csv.Error:
+        header = lines[0]
+        return max(",;\t|", key=header.count)
+
+
+def _open_csv(path: Path) -> Source:
+    encoding = _detect_encoding(path)
+    head = _head(path).decode(encoding, errors="ignore")
+    delimiter = _sniff_delimiter(head)
+    try:
+        header = pd.read_csv(
+            io.StringIO(head), sep=delimiter, nrows=0, dtype=str, engine="python"
+        ).columns
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as exc:
+        raise IngestError(f"{path.name}: cannot read a CSV header: {exc}") from None
+    columns = [str(c).strip() for c in header]
+    if not columns or all(c.startswith("Unnamed") for c in columns):
+        raise IngestError(f"{path.name}: no CSV header line")
+    with path.open("rb") as handle:
+        lines = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+    return Source(
+        path=path,
+        format="csv",
+        columns=columns,
+        has_geometry=False,
+        total=max(lines - 1, 0),
+        options={"encoding": encoding, "delimiter": delimiter},
+    )
+
+
+def _read_csv(source: Source, chunk_rows: int) -> Iterator[Chunk]:
+    done = 0
+    try:
+        reader = pd.read_csv(
+            source.path,
+            sep=source.options["delimiter"],
+            encoding=source.options["encoding"],
+            dtype=str,
+            keep_default_na=False,
+            na_values=[""],
+            chunksize=chunk_rows,
+            skipinitialspace=True,
+            on_bad_lines="error",
+        )
+        for frame in reader:
+            frame.columns = [str(c).strip() for c in frame.columns]
+            # row 1 is the header line: data rows are numbered as a spreadsheet shows them
+            rows = np.arange(done + 2, done + len(frame) + 2, dtype=np.int64)
+            done += len(frame)
+            frame.index = pd.RangeIndex(len(frame))
+            yield Chunk(frame, None, rows)
+    except pd.errors.ParserError as exc:
+        raise IngestError(f"{source.path.name}: malformed CSV: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise IngestError(f"{source.path.name}: bad text encoding: {exc}") from None
+
+
+# --- Map-vendor POI search responses (Tencent, Amap) ------------------------------------------
+
+
+def _vendor_objects(path: Path) -> Iterator[tuple[int, Any]]:
+    """Each JSON object of a file holding several one after another (object number, value)."""
+    decoder = json.JSONDecoder()
+    buffer = ""
+    number = 0
+    with path.open("r", encoding="utf-8-sig") as handle:
+        eof = False
+        while True:
+            buffer = buffer.lstrip()
+            if not buffer:
+                if eof:
+                    return
+                block = handle.read(1 << 20)
+                eof = block == ""
+                buffer += block
+                continue
+            try:
+                value, end = decoder.raw_decode(buffer)
+            except json.JSONDecodeError as exc:
+                if not eof:
+                    block = handle.read(1 << 20)
+                    eof = block == ""
+                    buffer += block
+                    continue
+                raise IngestError(
+                    f"{path.name}: JSON object {number + 1} is truncated or invalid: {exc.msg} "
+                    f"(line {exc.lineno} of that object)"
+                ) from None
+            number += 1
+            yield number, value
+            buffer = buffer[end:]
+
+
+def _open_vendor(path: Path) -> Source:
+    return Source(
+        path=path,
+        format="vendor-json",
+        columns=list(_VENDOR_COLUMNS),
+        has_geometry=True,
+        default_crs="gcj02",
+    )
+
+
+_VENDOR_COLUMNS = (
+    "source_id",
+    "name",
+    "address",
+    "phone",
+    "vendor_category",
+    "vendor_type",
+    "adcode",
+    "city",
+    "district",
+)
+
+
+def _vendor_rows(number: int, obj: Any, path: Path) -> list[tuple[dict[str, Any], Any]]:
+    if not isinstance(obj, dict):
+        raise IngestError(f"{path.name}: JSON value {number} is not an object")
+    status = obj.get("status")
+    if "pois" in obj:  # Amap: status "1" is success
+        if status is not None and str(status) != "1":
+            raise IngestError(
+                f"{path.name}: response {number} is an error (status {status}: {obj.get('info')})"
+            )
+        out = []
+        for poi in obj.get("pois") or []:
+            lng, _, lat = str(poi.get("location") or "").partition(",")
+            out.append((
+                {"source_id": poi.get("id"), "name": poi.get("name"), "address": poi.get("address"),
+                 "phone": poi.get("tel"), "vendor_category": poi.get("type"),
+                 "vendor_type": poi.get("typecode"), "adcode": poi.get("adcode"),
+                 "city": poi.get("cityname"), "district": poi.get("adname")},
+                (_number(lng), _number(lat)),
+            ))  # fmt: skip
+        return out
+    if "data" in obj:  # Tencent: status 0 is success
+        if status is not None and str(status) != "0":
+            raise IngestError(
+                f"{path.name}: response {number} is an error "
+                f"(status {status}: {obj.get('message')})"
+            )
+        out = []
+        for poi in obj.get("data") or []:
+            location = poi.get("location") or {}
+            ad = poi.get("ad_info") or {}
+            out.append((
+                {"source_id": poi.get("id"), "name": poi.get("title"), "address": poi.get("address"),
+                 "phone": poi.get("tel"), "vendor_category": poi.get("category"),
+                 "vendor_type": poi.get("type"), "adcode": ad.get("adcode"),
+                 "city": ad.get("city"), "district": ad.get("district")},
+                (_number(location.get("lng")), _number(location.get("lat"))),
+            ))  # fmt: skip
+        return out
+    raise IngestError(
+        f"{path.name}: JSON object {number} is neither a Tencent (data[]) nor an Amap (pois[]) "
+        "POI response"
+    )
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _read_vendor(source: Source, chunk_rows: int) -> Iterator[Chunk]:
+    pending: list[tuple[dict[str, Any], Any]] = []
+    done = 0
+
+    def flush() -> Chunk:
+        nonlocal done
+        frame = pd.DataFrame([p[0] for p in pending], columns=list(_VENDOR_COLUMNS))
+        xy = np.array([p[1] for p in pending], dtype=np.float64).reshape(-1, 2)
+        geometry = shapely.points(xy)
+        rows = np.arange(done + 1, done + len(frame) + 1, dtype=np.int64)
+        done += len(frame)
+        fids = frame["source_id"].astype(str).to_numpy()
+        pending.clear()
+        return Chunk(frame, np.asarray(geometry, dtype=object), rows, fids)
+
+    for number, obj in _vendor_objects(source.path):
+        pending.extend(_vendor_rows(number, obj, source.path))
+        if len(pending) >= chunk_rows:
+            yield flush()
+    if pending:
+        yield flush()
+
+
+# --- OpenStreetMap PBF (GDAL's OSM driver) -----------------------------------------------------
+
+_OSM_GEOMETRY_LAYERS = ("points", "lines", "multipolygons")
+_HSTORE_PAIR = re.compile(r'"((?:[^"\\]|\\.)*)"=>"((?:[^"\\]|\\.)*)"')
+_HSTORE_UNESCAPE = re.compile(r"\\(.)")
+#: OSM keys facilities are described with
+_OSM_NAME_KEYS = ("name:zh-Hans", "name:zh", "name", "name:zh-Hant", "name:en")
+
+
+def parse_hstore(text: str | None) -> dict[str, str]:
+    """GDAL's other_tags text (``"k"=>"v","k2"=>"v2"``) as a dict."""
+    if not text:
+        return {}
+    return {
+        _HSTORE_UNESCAPE.sub(r"\1", k): _HSTORE_UNESCAPE.sub(r"\1", v)
+        for k, v in _HSTORE_PAIR.findall(text)
+    }
+
+
+def _ogr_quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _osm_where(rules: list[Mapping[str, tuple[str, ...] | None]], columns: set[str]) -> str:
+    """An OGR SQL filter keeping features that may match a rule (checked exactly later)."""
+    clauses = []
+    for rule in rules:
+        parts = []
+        for key, values in rule.items():
+            if key in columns:
+                if values is None:
+                    parts.append(f'"{key}" IS NOT NULL')
+                else:
+                    parts.append(f'"{key}" IN ({", ".join(_ogr_quote(v) for v in values)})')
+            else:
+                pattern = f'%"{key}"=>%'
+                parts.append(f"other_tags LIKE {_ogr_quote(pattern)}")
+        clauses.append("(" + " AND ".join(parts) + ")")
+    return " OR ".join(clauses)
+
+
+def _open_osm(path: Path, only: list[str] | None, lang: str) -> Source:
+    try:
+        available = {str(n) for n in pyogrio.list_layers(str(path))[:, 0]}
+    except _GDAL_READ_ERRORS as exc:
+        raise _gdal_error(path, "OSM PBF", exc) from None
+    keys = only or list(layers.all_layers())
+    return Source(
+        path=path,
+        format="osm",
+        columns=["layer", "source_id", *_OSM_FIELD_COLUMNS],
+        has_geometry=True,
+        crs=crs_mod.parse_crs(crs_mod.WGS84),
+        canonical=True,
+        options={
+            "layers": keys,
+            "osm_layers": [n for n in _OSM_GEOMETRY_LAYERS if n in available],
+            "lang": lang,
+        },
+    )
+
+
+_OSM_FIELD_COLUMNS = ("name", "name_en", "address", "phone", "website", "opening_hours",
+                      "accessible")  # fmt: skip
+
+
+def _osm_address(tags: Mapping[str, str]) -> str | None:
+    if tags.get("addr:full"):
+        return tags["addr:full"]
+    street = tags.get("addr:street") or tags.get("addr:place")
+    number = tags.get("addr:housenumber")
+    city = tags.get("addr:city")
+    district = tags.get("addr:district")
+    parts = [p for p in (city, district, street, number) if p]
+    if not parts:
+        return None
+    if any("\u4e00" <= ch <= "\u9fff" for p in parts for ch in p):
+        # Chinese addresses run from the largest unit to the smallest, unspaced
+        return "".join(parts) + ("号" if number and not number.endswith("号") else "")
+    line = " ".join(p for p in (street, number) if p)
+    place = " ".join(p for p in (tags.get("addr:postcode"), city) if p)
+    return ", ".join(p for p in (line, place) if p) or None
+
+
+def osm_record(tags: Mapping[str, str], layer_key: str, lang: str) -> dict[str, Any]:
+    """Facility fields and layer attributes of one OSM element's tags."""
+    layer = layers.get_layer(layer_key)
+    name = next((tags[k] for k in _OSM_NAME_KEYS if tags.get(k)), None)
+    record: dict[str, Any] = {
+        "name": name,
+        "name_en": tags.get("name:en"),
+        "address": _osm_address(tags),
+        "phone": tags.get("phone") or tags.get("contact:phone"),
+        "website": tags.get("website") or tags.get("contact:website"),
+        "opening_hours": tags.get("opening_hours"),
+        "accessible": tags.get("wheelchair"),
+        "__unnamed__": name is None,
+    }
+    if name is None:
+        # unnamed amenities (most toilets) are normal in OSM: call them by their kind
+        record["name"] = layer.name(lang)
+    for attr, value in layer.osm_attribute_values(tags).items():
+        record[f"attr.{attr}"] = value
+    return record
+
+
+def _read_osm(source: Source, chunk_rows: int) -> Iterator[Chunk]:
+    keys: list[str] = source.options["layers"]
+    chosen = [layers.get_layer(k) for k in keys]
+    rules = [rule for layer in chosen for rule in layer.osm_rules]
+    if not rules:
+        return
+    done = 0
+    for osm_layer in source.options["osm_layers"]:
+        try:
+            info = pyogrio.read_info(str(source.path), layer=osm_layer)
+            columns = {str(c) for c in info["fields"]}
+            where = _osm_where(rules, columns)
+            with pyogrio.open_arrow(
+                str(source.path), layer=osm_layer, where=where, batch_size=chunk_rows,
+                use_pyarrow=True,
+            ) as (meta, reader):  # fmt: skip
+                geometry_name = meta["geometry_name"] or "wkb_geometry"
+                for batch in reader:
+                    table = batch.to_pylist()
+                    records, geoms, fids = [], [], []
+                    for feature in table:
+                        tags = {
+                            k: str(v)
+                            for k, v in feature.items()
+                            if k not in ("other_tags", "osm_id", "osm_way_id", geometry_name)
+                            and v is not None
+                        }
+                        tags.update(parse_hstore(feature.get("other_tags")))
+                        layer = next((la for la in chosen if la.matches_osm(tags)), None)
+                        if layer is None:
+                            continue
+                        fid = _osm_id(osm_layer, feature)
+                        record = osm_record(tags, layer.key, source.options["lang"])
+                        record["layer"] = layer.key
+                        record["source_id"] = fid
+                        records.append(record)
+                        geoms.append(feature[geometry_name])
+                        fids.append(fid)
+                    if not records:
+                        continue
+                    frame = pd.DataFrame.from_records(records)
+                    rows = np.arange(done + 1, done + len(frame) + 1, dtype=np.int64)
+                    done += len(frame)
+                    geometry = shapely.from_wkb(np.array(geoms, dtype=object), on_invalid="ignore")
+                    yield Chunk(frame, geometry, rows, np.array(fids, dtype=object))
+        except _GDAL_READ_ERRORS as exc:
+            raise _gdal_error(source.path, "OSM PBF", exc) from None
+
+
+def _osm_id(osm_layer: str, feature: Mapping[str, Any]) -> str:
+    if osm_layer == "points":
+        return f"node/{feature['osm_id']}"
+    if osm_layer == "lines":
+        return f"way/{feature['osm_id']}"
+    if feature.get("osm_way_id"):
+        return f"way/{feature['osm_way_id']}"
+    return f"relation/{feature['osm_id']}"
+
+
+_READERS = {
+    "csv": _read_csv,
+    "vendor-json": _read_vendor,
+    "geoparquet": _read_parquet,
+    "osm": _read_osm,
+    **{fmt: _read_gdal for fmt in _GDAL_FORMATS},
+}
