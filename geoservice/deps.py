@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 import layers
@@ -15,9 +16,13 @@ from geoservice.settings import Settings
 MAX_BBOX_AREA_DEG2 = 1.0
 
 
-def get_pool(request: Request) -> AsyncConnectionPool:
+#: the pool's connections yield dict rows (geoservice.db.create_pool sets dict_row)
+DictPool = AsyncConnectionPool[AsyncConnection[dict[str, Any]]]
+
+
+def get_pool(request: Request) -> DictPool:
     """The app's database pool (opened by the lifespan)."""
-    pool: AsyncConnectionPool = request.app.state.pool
+    pool: DictPool = request.app.state.pool
     return pool
 
 
@@ -27,8 +32,18 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-PoolDep = Annotated[AsyncConnectionPool, Depends(get_pool)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+# FastAPI runs plain `def` dependencies in a thread pool (a thread hop per request): the
+# dependencies themselves are `async def` wrappers of the helpers above.
+async def _pool_dependency(request: Request) -> DictPool:
+    return get_pool(request)
+
+
+async def _settings_dependency(request: Request) -> Settings:
+    return get_settings(request)
+
+
+PoolDep = Annotated[DictPool, Depends(_pool_dependency)]
+SettingsDep = Annotated[Settings, Depends(_settings_dependency)]
 
 
 def parse_layer(key: str, parameter: str = "layer") -> str:
@@ -41,7 +56,9 @@ def parse_layer(key: str, parameter: str = "layer") -> str:
     return key
 
 
-def layer_list(
+# The parameter dependencies are `async def` too: in the thread pool, concurrent first
+# requests saw the layer registry half-discovered.
+async def layer_list(
     layer: Annotated[
         list[str] | None,
         Query(description="layer key(s); repeat or comma-separate; default all", max_length=20),
@@ -79,7 +96,7 @@ def parse_bbox(
     return min_lon, min_lat, max_lon, max_lat
 
 
-def bbox_query(
+async def bbox_query(
     bbox: Annotated[
         str | None, Query(description="minLon,minLat,maxLon,maxLat (WGS 84)", max_length=200)
     ] = None,
@@ -91,7 +108,7 @@ def bbox_query(
 BBoxDep = Annotated[tuple[float, float, float, float] | None, Depends(bbox_query)]
 
 
-def lang_query(request: Request, lang: str | None = Query(None, max_length=10)) -> str:
+async def lang_query(request: Request, lang: str | None = Query(None, max_length=10)) -> str:
     """zh-Hans, zh-Hant or en: ?lang=, else Accept-Language, else the district default."""
     if lang is not None:
         if lang not in layers.LANGUAGES:

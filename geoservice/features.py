@@ -8,6 +8,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import opening_hours
+import orjson
+from fastapi import Response
 
 #: Columns every facility query selects (alias ``f`` for facilities).
 FEATURE_COLUMNS = """
@@ -107,3 +109,26 @@ def to_feature(
 def feature_collection(features: list[dict[str, Any]], **members: Any) -> dict[str, Any]:
     """A GeoJSON FeatureCollection with optional foreign members (links, counts)."""
     return {"type": "FeatureCollection", "features": features, **members}
+
+
+class GeoJSONResponse(Response):
+    """A response already serialised with orjson, typed application/geo+json."""
+
+    media_type = "application/geo+json"
+
+    def render(self, content: Any) -> bytes:
+        """Serialise with orjson (non-ASCII kept as UTF-8)."""
+        if isinstance(content, bytes):
+            return content
+        return orjson.dumps(content)
+
+
+def json_response(
+    body: Any,
+    *,
+    media_type: str = "application/json",
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """A JSON body serialised once with orjson (several times faster than the stdlib)."""
+    return Response(orjson.dumps(body), status_code, headers=headers, media_type=media_type)

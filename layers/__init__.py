@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import threading
 
 from layers.base import CATEGORIES, DOMAINS, LANGUAGES, Attributes, Layer, TriState, parse_tristate
 
@@ -29,6 +30,7 @@ __all__ = [
 
 _registry: dict[str, Layer] = {}
 _discovered = False
+_lock = threading.Lock()
 
 
 class UnknownLayer(KeyError):
@@ -46,15 +48,19 @@ def _discover() -> None:
     global _discovered
     if _discovered:
         return
-    _discovered = True
-    names = [f"layers.{m.name}" for m in pkgutil.iter_modules(__path__) if m.name != "base"]
-    extra = os.environ.get("SERVICEMAP_LAYER_MODULES", "")
-    names += [n.strip() for n in extra.split(",") if n.strip()]
-    for name in names:
-        module = importlib.import_module(name)
-        layer = getattr(module, "LAYER", None)
-        if isinstance(layer, Layer):
-            _registry.setdefault(layer.key, layer)
+    # concurrent first callers (threads serving requests) must never see a half-filled registry
+    with _lock:
+        if _discovered:
+            return
+        names = [f"layers.{m.name}" for m in pkgutil.iter_modules(__path__) if m.name != "base"]
+        extra = os.environ.get("SERVICEMAP_LAYER_MODULES", "")
+        names += [n.strip() for n in extra.split(",") if n.strip()]
+        for name in names:
+            module = importlib.import_module(name)
+            layer = getattr(module, "LAYER", None)
+            if isinstance(layer, Layer):
+                _registry.setdefault(layer.key, layer)
+        _discovered = True
 
 
 def register(layer: Layer) -> Layer:

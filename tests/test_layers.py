@@ -87,3 +87,20 @@ def test_layer_needs_all_languages() -> None:
             icon="x",
             attributes=Attributes,
         )
+
+
+def test_discovery_is_thread_safe() -> None:
+    import importlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    registry = importlib.import_module("layers")
+    saved = dict(registry._registry)
+    registry._registry.clear()
+    registry._discovered = False
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            seen = list(pool.map(lambda _: tuple(layers.all_layers()), range(64)))
+        assert set(seen) == {("school", "clinic", "eldercare", "service_hall", "toilet")}
+    finally:
+        registry._registry.update(saved)
+        registry._discovered = True
