@@ -53,6 +53,12 @@ def ingest(
     report: Annotated[
         Path | None, typer.Option("--report", help="write the run's report (rejects) as JSON")
     ] = None,
+    link: Annotated[
+        bool,
+        typer.Option(
+            "--link/--no-link", help="re-link facilities to disclosures when anything changed"
+        ),
+    ] = True,
 ) -> None:
     """Load facilities from a file; atomic unless --skip-invalid; re-running changes nothing."""
     from geoservice.cli import migrated_database, settings
@@ -112,6 +118,46 @@ def ingest(
     finish(result)
     if result.outcome == "dry_run":
         err.print("dry run: nothing written")
+        return
+    if result.inserted or result.updated or result.removed:
+        _index_h3(url)
+    if link and (result.inserted or result.updated or result.removed):
+        from geoservice.linking import link_all
+
+        with connect(url) as conn:
+            linked = link_all(conn)
+        diffs = (linked.rules, linked.name_matches)
+        err.print(
+            f"links: +{sum(d.added for d in diffs)} ~{sum(d.updated for d in diffs)} "
+            f"-{sum(d.removed for d in diffs)}"
+        )
+
+
+def _index_h3(url: str) -> None:
+    """Bring the H3 cells of changed facilities up to date now, not on the first map request."""
+    import asyncio
+
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from geoservice.console import progress
+    from geoservice.db import libpq_url
+    from geoservice.h3 import sync_cells
+
+    async def run() -> None:
+        conn = await psycopg.AsyncConnection.connect(
+            libpq_url(url), row_factory=dict_row, autocommit=True
+        )
+        async with conn:
+            cursor = await conn.execute("SELECT count(*) AS n FROM h3_pending")
+            row = await cursor.fetchone()
+            total = int(row["n"]) if row else 0
+            with progress() as bar:
+                task = bar.add_task("indexing H3 cells", total=total)
+                while (left := await sync_cells(conn)) > 0:
+                    bar.update(task, completed=total - left)
+
+    asyncio.run(run())
 
 
 def _print_issues(result: Any) -> None:

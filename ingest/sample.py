@@ -18,7 +18,7 @@ import pandas as pd
 import pyogrio
 from shapely import points
 
-from layers import CATEGORIES, DOMAINS
+from layers import CATEGORIES
 
 #: Luohu's ten streets (街道) with a rough centre (lon, lat) and spread in degrees.
 STREETS: dict[str, tuple[float, float, float]] = {
@@ -214,71 +214,174 @@ def _attributes(rng: np.random.Generator, layer: str, name: str, i: int) -> dict
     }  # fmt: skip
 
 
+#: The sample catalogue's matters: (title, English title) per domain, with the issuing bureau
+#: and its document-number prefix (made up in the district's style).
+CATALOGUE_MATTERS: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
+    "compulsory_education": ("罗湖区教育局", "深罗教", [
+        ("义务教育阶段学校招生", "Compulsory-education school enrolment"),
+        ("学位申请", "School place applications"),
+        ("课后服务", "After-school services"),
+        ("学校安全管理", "School safety management"),
+        ("转学办理", "School transfers"),
+        ("学生资助", "Student financial aid")]),
+    "health": ("罗湖区卫生健康局", "深罗卫健", [
+        ("家庭医生签约服务", "Family-doctor contracts"),
+        ("预防接种", "Vaccination"),
+        ("社区健康服务机构管理", "Community health centre supervision"),
+        ("医疗机构执业登记", "Medical institution licensing"),
+        ("基本公共卫生服务", "Basic public health services"),
+        ("慢性病健康管理", "Chronic disease management")]),
+    "elderly_care": ("罗湖区民政局", "深罗民", [
+        ("长者饭堂助餐服务", "Elderly canteens and meal assistance"),
+        ("高龄老人津贴", "Allowance for the very old"),
+        ("居家养老服务", "Home-based elderly care"),
+        ("养老机构管理", "Care home supervision"),
+        ("日间照料中心运营", "Day-care centre operation")]),
+    "social_assistance": ("罗湖区民政局", "深罗民", [
+        ("最低生活保障", "Minimum living allowance"),
+        ("临时救助", "Temporary assistance"),
+        ("特困人员供养", "Support for persons in extreme poverty"),
+        ("残疾人两项补贴", "Disability subsidies")]),
+    "social_insurance": ("罗湖区人力资源局", "深罗人社", [
+        ("城乡居民养老保险", "Residents' pension insurance"),
+        ("医疗保险参保登记", "Medical insurance registration"),
+        ("社保卡办理", "Social security card"),
+        ("失业保险金申领", "Unemployment benefit claims")]),
+    "household_registration": ("深圳市公安局罗湖分局", "深公罗", [
+        ("户口迁入", "Household registration transfer-in"),
+        ("居住证办理", "Residence permits"),
+        ("出生登记", "Birth registration"),
+        ("身份证换领", "Identity card renewal")]),
+    "employment": ("罗湖区人力资源局", "深罗人社", [
+        ("就业登记", "Employment registration"),
+        ("创业补贴", "Start-up subsidies"),
+        ("职业技能培训", "Vocational skills training"),
+        ("招聘会", "Job fairs")]),
+    "urban_management": ("罗湖区城市管理和综合执法局", "深罗城管", [
+        ("公厕管理", "Public toilet management"),
+        ("市容环境卫生", "City appearance and sanitation"),
+        ("环卫作业监管", "Street-cleaning supervision"),
+        ("智慧公厕建设", "Smart toilet programme"),
+        ("违法建筑查处", "Illegal construction enforcement")]),
+    "environment": ("深圳市生态环境局罗湖管理局", "深环罗", [
+        ("垃圾分类", "Waste sorting"),
+        ("环境噪声管理", "Noise control"),
+        ("公厕除臭与空气质量", "Toilet odour control and air quality"),
+        ("河道水质", "River water quality")]),
+}  # fmt: skip
+
+#: How a document of each stage is titled ({t}: the matter's title).
+STAGE_TITLES: dict[str, list[str]] = {
+    "decision": ["关于{t}的实施方案(征求意见稿)", "{t}工作计划", "关于{t}的决策草案公开征求意见"],
+    "execution": ["{t}工作进展情况", "{t}落实情况通报", "{t}重点任务推进情况"],
+    "management": ["{t}管理办法", "{t}监督检查结果", "{t}服务规范"],
+    "service": ["{t}办事指南", "{t}服务流程与所需材料", "{t}常见问题解答"],
+    "result": ["{t}年度工作总结", "{t}统计数据公开", "{t}满意度调查结果"],
+}
+
+#: Documents that name one facility: (layer, matter index in the layer's first domain, stage,
+#: title pattern); {n} is the facility's name.
+NAMED_TITLES: list[tuple[str, str, str, str]] = [
+    ("school", "compulsory_education:0", "service", "{n}2025年秋季招生工作指引"),
+    ("school", "compulsory_education:3", "result", "{n}校园安全检查结果公示"),
+    ("school", "compulsory_education:2", "execution", "{n}课后服务开展情况"),
+    ("clinic", "health:0", "service", "{n}家庭医生签约服务指南"),
+    ("clinic", "health:2", "result", "{n}2025年度服务质量考核结果"),
+    ("eldercare", "elderly_care:0", "service", "{n}助餐服务时间与收费标准"),
+    ("eldercare", "elderly_care:3", "management", "{n}消防安全检查情况"),
+    ("service_hall", "social_insurance:2", "service", "{n}社保卡办理指南"),
+    ("service_hall", "household_registration:1", "service", "{n}居住证办理须知"),
+    ("service_hall", "employment:0", "result", "{n}2025年上半年办件量统计"),
+    ("toilet", "urban_management:0", "result", "{n}2025年第三季度考评结果"),
+    ("toilet", "urban_management:0", "execution", "关于{n}升级改造的施工公告"),
+    ("toilet", "environment:2", "management", "{n}除臭设施运行检查记录"),
+]
+
+
+#: short codes in the sample's matter ids
+DOMAIN_CODES = {
+    "compulsory_education": "EDU", "health": "HEA", "elderly_care": "ELD",
+    "social_assistance": "SAS", "social_insurance": "SIN", "household_registration": "HHR",
+    "employment": "EMP", "urban_management": "URB", "environment": "ENV",
+}  # fmt: skip
+
+
+def _matter_ids() -> dict[str, str]:
+    """'domain:index' -> matter id, as the sample catalogue numbers them."""
+    return {
+        f"{domain}:{j}": f"M-{DOMAIN_CODES[domain]}-{j + 1:03d}"
+        for domain, (_, _, titles) in CATALOGUE_MATTERS.items()
+        for j in range(len(titles))
+    }
+
+
 def _catalogue(
     rng: np.random.Generator, facilities: dict[str, list[dict[str, Any]]]
 ) -> dict[str, Any]:
+    from opencc import OpenCC
+
+    to_traditional = OpenCC("s2t")
     matters: list[dict[str, Any]] = []
-    topics = {
-        "compulsory_education": ["义务教育阶段学校招生", "学位申请", "课后服务", "学校安全管理", "转学办理"],
-        "health": ["家庭医生签约服务", "预防接种", "社区健康服务机构管理", "医疗机构执业登记", "基本公共卫生服务"],
-        "elderly_care": ["长者饭堂助餐服务", "高龄老人津贴", "居家养老服务", "养老机构管理", "日间照料中心运营"],
-        "social_assistance": ["最低生活保障", "临时救助", "特困人员供养", "残疾人两项补贴"],
-        "social_insurance": ["城乡居民养老保险", "医疗保险参保登记", "社保卡办理", "失业保险金申领"],
-        "household_registration": ["户口迁入", "居住证办理", "出生登记", "身份证换领"],
-        "employment": ["就业登记", "创业补贴", "职业技能培训", "招聘会"],
-        "urban_management": ["公厕管理", "市容环境卫生", "环卫作业监管", "智慧公厕建设"],
-        "environment": ["垃圾分类", "环境噪声管理", "公厕除臭与空气质量", "河道水质"],
-    }  # fmt: skip
-    for domain, titles in topics.items():
-        for j, title in enumerate(titles):
-            matters.append({
-                "id": f"M-{domain[:4].upper()}-{j + 1:03d}", "title": title, "title_en": None,
-                "domain": domain, "department": f"罗湖区{DOMAINS[domain]['zh-Hans']}主管部门",
-            })  # fmt: skip
-    stage_words = {
-        "decision": ["关于{t}的实施方案(征求意见稿)", "{t}工作计划"],
-        "execution": ["{t}工作进展情况", "{t}落实情况通报"],
-        "management": ["{t}管理办法", "{t}监督检查结果"],
-        "service": ["{t}办事指南", "{t}服务流程与所需材料"],
-        "result": ["{t}年度工作总结", "{t}统计数据公开"],
-    }
+    prefixes: dict[str, str] = {}
+    for domain, (department, prefix, titles) in CATALOGUE_MATTERS.items():
+        for j, (title, title_en) in enumerate(titles):
+            matter_id = f"M-{DOMAIN_CODES[domain]}-{j + 1:03d}"
+            prefixes[matter_id] = prefix
+            matters.append({"id": matter_id, "title": title, "title_en": title_en,
+                            "domain": domain, "department": department})  # fmt: skip
     documents: list[dict[str, Any]] = []
-    start = date(2024, 1, 1)
+    start = date(2023, 3, 1)
+
+    def add(title: str, category: str, matter: dict[str, Any], days: int, body: str | None) -> None:
+        number = len(documents) + 1
+        year = (start + timedelta(days=days)).year
+        documents.append({
+            "id": f"D{number:06d}", "title": title, "body": body,
+            "url": f"https://www.szlh.gov.cn/xxgk/{category}/{year}/{number:06d}.html",
+            "category": category, "published_at": str(start + timedelta(days=days)),
+            "issuer": matter["department"],
+            "doc_number": f"{prefixes[matter['id']]}〔{year}〕{int(rng.integers(1, 120))}号"
+            if category in ("decision", "management") else None,
+            "matter_ids": [matter["id"]],
+        })  # fmt: skip
+
     for matter in matters:
-        for category in CATEGORIES:
-            for k in range(int(rng.integers(1, 3))):
-                words = stage_words[category][k % 2]
-                documents.append({
-                    "id": f"D{len(documents) + 1:06d}", "title": words.format(t=matter["title"]),
-                    "url": f"https://www.szlh.gov.cn/xxgk/{category}/{len(documents) + 1:06d}.html",
-                    "category": category, "published_at": str(start + timedelta(days=int(rng.integers(0, 1060)))),
-                    "issuer": matter["department"], "doc_number": f"深罗府〔{2024 + int(rng.integers(0, 3))}〕{int(rng.integers(1, 99))}号",
-                    "matter_ids": [matter["id"]],
-                })  # fmt: skip
-    # documents that name a facility: what the name matcher links
-    by_layer_matter = {
-        "school": "M-COMP-001",
-        "clinic": "M-HEAL-003",
-        "eldercare": "M-ELDE-001",
-        "toilet": "M-URBA-001",
-    }
-    for layer, matter_id in by_layer_matter.items():
-        for row in facilities[layer][:8]:
-            for category, pattern in (
-                ("service", "{n}服务指南"),
-                ("result", "{n}2025年度检查结果公示"),
-            ):
-                documents.append({
-                    "id": f"D{len(documents) + 1:06d}", "title": pattern.format(n=row["name"]),
-                    "url": f"https://www.szlh.gov.cn/xxgk/{category}/{len(documents) + 1:06d}.html",
-                    "category": category, "published_at": str(start + timedelta(days=int(rng.integers(300, 1060)))),
-                    "issuer": "罗湖区人民政府", "doc_number": None, "matter_ids": [matter_id],
-                })  # fmt: skip
-    links = [
-        {"source": "sample", "source_id": row["source_id"], "matter_id": "M-URBA-004"}
-        for row in facilities["toilet"]
-        if row.get("has_sensor")
-    ][:20]
+        for category, patterns in STAGE_TITLES.items():
+            for k in range(int(rng.integers(1, 4))):
+                add(patterns[k].format(t=matter["title"]), category, matter,
+                    int(rng.integers(0, 1000)), None)  # fmt: skip
+    # documents naming a facility (what the name matcher links); every third in Traditional
+    # script, as Hong Kong-facing notices are, while the facility's name is Simplified
+    by_id = {m["id"]: m for m in matters}
+    ids = _matter_ids()
+    named = 0
+    for layer, matter_key, category, pattern in NAMED_TITLES:
+        for row in facilities[layer][:4]:
+            title = pattern.format(n=row["name"])
+            if named % 3 == 1:
+                title = to_traditional.convert(title)
+            named += 1
+            add(title, category, by_id[ids[matter_key]], int(rng.integers(400, 1000)), None)
+    # a notice naming a facility only in its body, by its short name (no "罗湖区" prefix)
+    school = facilities["school"][0]["name"].removeprefix("罗湖区").removeprefix("深圳市")
+    add("2025年秋季学期校园周边交通疏导安排", "execution", by_id[ids["compulsory_education:3"]], 950,
+        f"开学首周,{school}周边道路早晚高峰实行临时交通管制,请家长错峰接送。")  # fmt: skip
+    # manual links: the district centre handles medical-institution licensing (no rule says
+    # so), sensor-equipped toilets belong to the smart-toilet programme, and private schools
+    # do not allocate public school places (an exclusion that overrides the school rule)
+    hall = facilities["service_hall"][0]
+    links: list[dict[str, Any]] = [
+        {"source": "sample", "source_id": hall["source_id"], "matter_id": ids["health:3"]},
+    ]
+    links += [
+        {"source": "sample", "source_id": row["source_id"], "matter_id": ids["urban_management:3"]}
+        for row in facilities["toilet"] if row.get("has_sensor")
+    ][:20]  # fmt: skip
+    links += [
+        {"source": "sample", "source_id": row["source_id"], "matter_id": ids["compulsory_education:1"],
+         "exclude": True}
+        for row in facilities["school"] if row.get("public") is False
+    ][:10]  # fmt: skip
     return {"matters": matters, "documents": documents, "links": links}
 
 
@@ -348,3 +451,60 @@ def write_scaled(
     pyogrio.write_dataframe(gdf, gpkg, layer="facilities", driver="GPKG", use_arrow=True)
     frame.to_csv(csv, index=False)
     return {"gpkg": gpkg, "csv": csv}
+
+
+def write_large_catalogue(
+    out: Path,
+    facility_names: list[str],
+    *,
+    documents: int = 20_972,
+    matters: int = 1_206,
+    seed: int = 42,
+    named_share: float = 0.3,
+) -> dict[str, int]:
+    """Write a Luohu-sized catalogue JSON (benchmarks): `matters` over the nine domains and
+    `documents` over the five stages, `named_share` of them naming one of `facility_names`
+    (a tenth of those in Traditional script, some only in the body)."""
+    from opencc import OpenCC
+
+    rng = np.random.default_rng(seed)
+    to_traditional = OpenCC("s2t")
+    domains = list(CATALOGUE_MATTERS)
+    qualifiers = ("", "(试点)", "(2025年版)", "专项", "延伸服务", "便民改革", "跨区通办")
+    rows: list[dict[str, Any]] = []
+    for i in range(matters):
+        domain = domains[i % len(domains)]
+        department, _, titles = CATALOGUE_MATTERS[domain]
+        title, title_en = titles[(i // len(domains)) % len(titles)]
+        qualifier = qualifiers[(i // (len(domains) * len(titles))) % len(qualifiers)]
+        rows.append({"id": f"LM{i + 1:05d}", "title": f"{title}{qualifier}",
+                     "title_en": title_en, "domain": domain, "department": department})  # fmt: skip
+    categories = list(CATEGORIES)
+    docs: list[dict[str, Any]] = []
+    start = date(2021, 1, 1)
+    matter_idx = rng.integers(0, matters, documents)
+    day = rng.integers(0, 1800, documents)
+    named = rng.random(documents) < named_share
+    who = rng.integers(0, max(1, len(facility_names)), documents)
+    for i in range(documents):
+        matter = rows[int(matter_idx[i])]
+        category = categories[i % len(categories)]
+        title = STAGE_TITLES[category][i % 3].format(t=matter["title"])
+        body = f"根据有关规定,现将{matter['title']}有关事项公开如下,欢迎社会各界监督。"
+        if named[i] and facility_names:
+            name = facility_names[int(who[i])]
+            if i % 4 == 0:
+                body = f"{body}实施地点:{name}。"
+            else:
+                title = f"{name}{title}"
+            if i % 10 == 1:
+                title, body = to_traditional.convert(title), to_traditional.convert(body)
+        docs.append({
+            "id": f"LD{i + 1:06d}", "title": title, "body": body,
+            "url": f"https://www.szlh.gov.cn/xxgk/{category}/{i + 1:06d}.html",
+            "category": category, "published_at": str(start + timedelta(days=int(day[i]))),
+            "issuer": matter["department"], "doc_number": None, "matter_ids": [matter["id"]],
+        })  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"matters": rows, "documents": docs}, ensure_ascii=False))
+    return {"matters": len(rows), "documents": len(docs)}

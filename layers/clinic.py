@@ -28,6 +28,6 @@ LAYER = Layer(
     ),
     osm_attributes={"emergency": "emergency", "beds": "beds"},
     disclosure_domains=("health",),
-    matter_keywords=("社康", "医疗", "卫生", "疫苗", "家庭医生", "医院"),
+    matter_keywords=("社康", "医疗", "卫生", "疫苗", "接种", "家庭医生", "医院", "健康"),
     order=20,
 )

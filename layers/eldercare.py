@@ -28,6 +28,6 @@ LAYER = Layer(
     ),
     osm_attributes={"beds": "capacity"},
     disclosure_domains=("elderly_care", "social_assistance"),
-    matter_keywords=("养老", "长者", "老年", "高龄", "居家"),
+    matter_keywords=("养老", "长者", "老年", "高龄", "居家", "照料", "特困", "供养"),
     order=30,
 )

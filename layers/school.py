@@ -24,6 +24,6 @@ LAYER = Layer(
     attributes=SchoolAttributes,
     osm_rules=({"amenity": ("school",)},),
     disclosure_domains=("compulsory_education",),
-    matter_keywords=("入学", "学位", "义务教育", "学校", "招生"),
+    matter_keywords=("入学", "学位", "义务教育", "学校", "招生", "课后", "转学", "学生"),
     order=10,
 )

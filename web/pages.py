@@ -1,5 +1,300 @@
-"""Web router: pages (filled in by its issue)."""
+"""Facility pages (what a QR code opens) and their QR codes.
 
-from fastapi import APIRouter
+- ``GET /facilities/{id}``: a mobile-first HTML page in zh-Hans, zh-Hant or en (``?lang=``,
+  else Accept-Language): name, address, hours and open-now, phone, accessibility, a small map,
+  live status and rating for toilets, navigation links (OpenStreetMap; Amap with the point in
+  GCJ-02) and the facility's disclosure documents by the five stages. Readable without JS.
+- ``GET /facilities/{id}/qr.svg`` and ``/qr.png``: the QR code of the page's public URL.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+import jinja2
+import opencc
+import prcoords
+from fastapi import APIRouter, Query
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, Response
+
+import layers
+from geoservice.deps import LangDep, PoolDep, SettingsDep
+from geoservice.disclosures import facility_disclosure_groups
+from geoservice.errors import NotFound
+from geoservice.facilities import get_facility
+from geoservice.settings import Settings
+from web.qr import facility_url, png, svg
+
+router = APIRouter(include_in_schema=False)
+
+MAX_ID_LENGTH = 200
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES),
+    autoescape=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def http_url(value: Any) -> str | None:
+    """The value when it is an absolute http(s) URL, else None (never a javascript: link)."""
+    text = str(value or "").strip()
+    return text if text.lower().startswith(("http://", "https://")) else None
+
+
+_env.filters["http_url"] = http_url
+
+#: the page's words in each language
+TEXT: dict[str, dict[str, str]] = {
+    "zh-Hans": {
+        "address": "地址", "hours": "开放时间", "phone": "电话", "website": "网站",
+        "accessibility": "无障碍", "accessible_yes": "无障碍通行", "accessible_no": "无无障碍设施",
+        "unknown": "未知", "open_now": "正在开放", "closed_now": "现在关闭",
+        "hours_unknown": "开放状态未知", "live": "实时状态", "stalls_free": "空闲厕位",
+        "online": "传感器在线", "offline": "传感器离线", "last_seen": "最近更新",
+        "no_sensor": "暂无实时数据", "rating": "评分", "ratings": "条评价",
+        "no_rating": "暂无评价", "navigate": "导航", "osm": "OpenStreetMap 路线",
+        "amap": "高德地图导航", "map": "位置", "disclosures": "五公开",
+        "no_documents": "暂无文件", "more": "另有 {n} 份", "matter": "事项",
+        "qr": "本页二维码", "not_found": "没有这个设施", "status_removed": "该设施已撤销", "status_temporarily_closed": "暂停开放",
+        "coordinates": "坐标", "district_data": "数据来源",
+    },
+    "zh-Hant": {
+        "address": "地址", "hours": "開放時間", "phone": "電話", "website": "網站",
+        "accessibility": "無障礙", "accessible_yes": "無障礙通行", "accessible_no": "無無障礙設施",
+        "unknown": "未知", "open_now": "正在開放", "closed_now": "現在關閉",
+        "hours_unknown": "開放狀態未知", "live": "實時狀態", "stalls_free": "空閒廁位",
+        "online": "感測器在線", "offline": "感測器離線", "last_seen": "最近更新",
+        "no_sensor": "暫無實時數據", "rating": "評分", "ratings": "條評價",
+        "no_rating": "暫無評價", "navigate": "導航", "osm": "OpenStreetMap 路線",
+        "amap": "高德地圖導航", "map": "位置", "disclosures": "五公開",
+        "no_documents": "暫無文件", "more": "另有 {n} 份", "matter": "事項",
+        "qr": "本頁二維碼", "not_found": "沒有這個設施", "status_removed": "該設施已撤銷", "status_temporarily_closed": "暫停開放",
+        "coordinates": "座標", "district_data": "數據來源",
+    },
+    "en": {
+        "address": "Address", "hours": "Opening hours", "phone": "Phone", "website": "Website",
+        "accessibility": "Accessibility", "accessible_yes": "Wheelchair accessible",
+        "accessible_no": "Not wheelchair accessible", "unknown": "Unknown",
+        "open_now": "Open now", "closed_now": "Closed now", "hours_unknown": "Open status unknown",
+        "live": "Live status", "stalls_free": "Free stalls", "online": "Sensor online",
+        "offline": "Sensor offline", "last_seen": "Last update", "no_sensor": "No live data",
+        "rating": "Rating", "ratings": "ratings", "no_rating": "Not rated yet",
+        "navigate": "Directions", "osm": "Route on OpenStreetMap", "amap": "Navigate with Amap",
+        "map": "Location", "disclosures": "Five disclosures", "no_documents": "No documents yet",
+        "more": "{n} more", "matter": "Matter", "qr": "QR code of this page",
+        "not_found": "No such facility",
+        "status_removed": "This facility has closed",
+        "status_temporarily_closed": "Temporarily closed", "coordinates": "Coordinates",
+        "district_data": "Source",
+    },
+}  # fmt: skip
+
+OG_LOCALE = {"zh-Hans": "zh_CN", "zh-Hant": "zh_TW", "en": "en_US"}
+LANGUAGE_LABELS = (("zh-Hans", "简体"), ("zh-Hant", "繁體"), ("en", "English"))
+
+
+def osm_directions_url(lat: float, lon: float) -> str:
+    """OpenStreetMap's router with this point as the destination."""
+    return "https://www.openstreetmap.org/directions?" + urlencode(
+        {"route": f";{lat:.6f},{lon:.6f}"}
+    )
+
+
+def amap_navigation_url(lat: float, lon: float, name: str) -> str:
+    """Amap's URI API to navigate to a WGS 84 point (converted to GCJ-02, what Amap uses)."""
+    gcj = prcoords.wgs_gcj((lat, lon))
+    return "https://uri.amap.com/navigation?" + urlencode(
+        {
+            "to": f"{gcj.lon:.6f},{gcj.lat:.6f},{name}",
+            "mode": "walk",
+            "coordinate": "gaode",
+            "callnative": "1",
+        },
+        quote_via=quote,
+    )
+
+
+@lru_cache(maxsize=64)
+def _traditional(text: str) -> str:
+    """Simplified → Traditional script (the district's own name on zh-Hant pages)."""
+    converted: str = opencc.OpenCC("s2t").convert(text)
+    return converted
+
+
+def _display_time(value: Any, timezone: str) -> str | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    from zoneinfo import ZoneInfo
+
+    return moment.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M")
+
+
+def page_context(
+    feature: dict[str, Any], totals: dict[str, int], lang: str, settings: Settings
+) -> dict[str, Any]:
+    """Everything the facility template shows, already in `lang`."""
+    props = feature["properties"]
+    lon, lat = feature["geometry"]["coordinates"]
+    text = TEXT[lang]
+    layer = layers.all_layers().get(props["layer"])
+    layer_name = layer.name(lang) if layer else props["layer"]
+    name = props.get("name_en") if lang == "en" and props.get("name_en") else props["name"]
+    page_url = facility_url(settings.service.public_url, feature["id"])
+    district = settings.district.name_en if lang == "en" else settings.district.name
+    if lang == "zh-Hant":
+        district = _traditional(district)
+    if props.get("open_now") is True:
+        open_state = ("open", text["open_now"])
+    elif props.get("open_now") is False:
+        open_state = ("closed", text["closed_now"])
+    else:
+        open_state = ("unknown", text["hours_unknown"])
+    accessible = {True: text["accessible_yes"], False: text["accessible_no"]}.get(
+        props.get("accessible"), text["unknown"]
+    )
+    groups = []
+    disclosures = props.get("disclosures") or {}
+    for key, names in layers.CATEGORIES.items():
+        items = []
+        for doc in disclosures.get(key, []):
+            matter = doc.get("matter") or {}
+            matter_title = (
+                matter.get("title_en")
+                if lang == "en" and matter.get("title_en")
+                else matter.get("title")
+            )
+            items.append({**doc, "matter_title": matter_title})
+        more = max(0, totals.get(key, 0) - len(items))
+        groups.append(
+            {
+                "key": key,
+                "name": names[lang],
+                "items": items,
+                "more": text["more"].format(n=more) if more else None,
+                "more_url": "/api/v1/disclosures?"
+                + urlencode({"facility": feature["id"], "category": key, "offset": len(items)}),
+            }
+        )
+    live = props.get("live")
+    rating = props.get("rating")
+    description_parts = [layer_name, props.get("address"), props.get("opening_hours")]
+    description = " · ".join(p for p in description_parts if p)
+    return {
+        "lang": lang,
+        "t": text,
+        "languages": LANGUAGE_LABELS,
+        "id": feature["id"],
+        "name": name,
+        "other_name": props["name"] if name != props["name"] else props.get("name_en"),
+        "layer_key": props["layer"],
+        "layer_name": layer_name,
+        "colour": layer.colour if layer else "#555",
+        "district": district,
+        "title": f"{name} · {layer_name} · {district}",
+        "description": description,
+        "page_url": page_url,
+        "og_locale": OG_LOCALE[lang],
+        "props": props,
+        "status": props.get("status"),
+        "status_text": text.get(f"status_{props.get('status')}"),
+        "open_state": open_state,
+        "accessible": accessible,
+        "lat": lat,
+        "lon": lon,
+        "osm_url": osm_directions_url(lat, lon),
+        "amap_url": amap_navigation_url(lat, lon, props["name"]),
+        "osm_view_url": f"https://www.openstreetmap.org/?mlat={lat:.6f}&mlon={lon:.6f}#map=18/{lat:.6f}/{lon:.6f}",
+        "is_toilet": props["layer"] == "toilet",
+        "live": live,
+        "last_seen": _display_time((live or {}).get("last_seen"), settings.district.timezone),
+        "rating": rating,
+        "groups": groups,
+        "tile_url": settings.service.tile_url,
+        "tile_attribution": settings.service.tile_attribution,
+    }
+
+
+@router.get("/facilities/{facility_id}", response_class=HTMLResponse)
+async def facility_page(
+    facility_id: Annotated[str, PathParam(max_length=MAX_ID_LENGTH)],
+    pool: PoolDep,
+    settings: SettingsDep,
+    lang: LangDep,
+) -> HTMLResponse:
+    """The facility page in the reader's language; a readable 404 page for unknown ids."""
+    feature = None
+    totals: dict[str, int] = {}
+    # PostgreSQL text cannot hold NUL: no stored id has one
+    if "\x00" not in facility_id:
+        async with pool.connection() as conn:
+            feature = await get_facility(conn, facility_id, settings)
+            if feature is not None:
+                _, totals = await facility_disclosure_groups(conn, facility_id)
+    headers = {"Vary": "Accept-Language", "Cache-Control": "public, max-age=30"}
+    if feature is None:
+        body = _env.get_template("facility.html").render(
+            missing=True, lang=lang, facility_id=facility_id, t=TEXT[lang],
+            languages=LANGUAGE_LABELS,
+        )  # fmt: skip
+        return HTMLResponse(body, status_code=404, headers=headers)
+    context = page_context(feature, totals, lang, settings)
+    body = _env.get_template("facility.html").render(missing=False, **context)
+    return HTMLResponse(body, headers=headers)
+
+
+async def _require(pool: PoolDep, facility_id: str) -> str:
+    if "\x00" in facility_id:
+        raise NotFound("no facility with this id")
+    async with pool.connection() as conn:
+        cursor = await conn.execute("SELECT name FROM facilities WHERE id = %s", (facility_id,))
+        row = await cursor.fetchone()
+    if row is None:
+        raise NotFound(f"no facility with id {facility_id!r}")
+    return str(row["name"])
+
+
+@router.get("/facilities/{facility_id}/qr.svg")
+async def facility_qr_svg(
+    facility_id: Annotated[str, PathParam(max_length=MAX_ID_LENGTH)],
+    pool: PoolDep,
+    settings: SettingsDep,
+) -> Response:
+    """The page's QR code as SVG (for print)."""
+    name = await _require(pool, facility_id)
+    body = svg(facility_url(settings.service.public_url, facility_id), title=name)
+    return Response(
+        body,
+        media_type="image/svg+xml",
+        headers={"Cache-Control": "public, max-age=86400",
+                 "Content-Disposition": f'inline; filename="{facility_id}.svg"'},
+    )  # fmt: skip
+
+
+@router.get("/facilities/{facility_id}/qr.png")
+async def facility_qr_png(
+    facility_id: Annotated[str, PathParam(max_length=MAX_ID_LENGTH)],
+    pool: PoolDep,
+    settings: SettingsDep,
+    scale: Annotated[int, Query(ge=1, le=40, description="pixels per module")] = 10,
+) -> Response:
+    """The page's QR code as PNG, `scale` pixels per module."""
+    await _require(pool, facility_id)
+    body = png(facility_url(settings.service.public_url, facility_id), scale=scale)
+    return Response(
+        body,
+        media_type="image/png",
+        headers={"Cache-Control": "public, max-age=86400",
+                 "Content-Disposition": f'inline; filename="{facility_id}.png"'},
+    )  # fmt: skip
