@@ -93,12 +93,42 @@ class ServiceSettings(BaseSettings):
         return value.rstrip("/")
 
 
+class ToiletSettings(BaseSettings):
+    """Smart toilets: sensor windows, alert thresholds, retention and rate limits."""
+
+    model_config = _config("SERVICEMAP_TOILETS_")
+
+    #: a sensor heard from within this many seconds is online
+    online_window_s: int = Field(300, ge=10, le=86400)
+    #: readings observed longer ago than this are refused (seconds; default 30 days)
+    max_reading_age_s: int = Field(30 * 86400, ge=60, le=400 * 86400)
+    #: readings observed this far in the future are refused (clock skew allowance)
+    max_future_s: int = Field(300, ge=0, le=3600)
+    #: alert: a sensor silent longer than this (seconds)
+    silent_after_s: int = Field(900, ge=60)
+    #: alert: ammonia above this (ppm)
+    nh3_alert_ppm: float = Field(25.0, gt=0)
+    #: alert: people since the last clean above this
+    busy_after_people: int = Field(200, ge=1)
+    #: alert: 30-day average rating below this, with at least `low_rating_min_count` ratings
+    low_rating_below: float = Field(3.0, gt=1, le=5)
+    low_rating_min_count: int = Field(5, ge=1)
+    #: per-device request rate (requests per second, sustained) and burst
+    device_rate_per_s: float = Field(5.0, gt=0)
+    device_burst: int = Field(30, ge=1)
+    #: largest number of stalls one device may report
+    max_stalls_per_device: int = Field(64, ge=1, le=1000)
+    #: one rating per client per facility per this many hours
+    rating_interval_h: float = Field(12.0, ge=0)
+
+
 class Settings(BaseModel):
     """All settings, grouped by concern."""
 
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
     district: DistrictSettings = Field(default_factory=DistrictSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
+    toilets: ToiletSettings = Field(default_factory=ToiletSettings)
 
 
 def load_settings() -> Settings:

@@ -1,0 +1,320 @@
+"""Sensor ingestion over HTTP vs COPY straight into the readings table, same rows, same run.
+
+1. A fresh database (own name, dropped at the end) with the sample toilets and 16 devices.
+2. Baseline: COPY every reading straight into ``toilet_readings`` (rows/s), then empty it.
+3. ``servicemap serve`` (a subprocess) takes the same readings as batches of 100 from 16
+   concurrent devices over HTTP; acknowledged readings/s. Target: ≥ 0.3 × the COPY rate.
+4. Single-reading POSTs from 16 concurrent devices: requests/s and p99 latency.
+After each run the stored rows are counted: stored must equal acknowledged, exactly.
+
+    python -m benchmarks.bench_sensors [--readings N] [--single N] [--workers W] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import sql
+
+from geoservice.cli_toilets import add_device
+from geoservice.db import connect, database_url
+from geoservice.migrate import upgrade
+from geoservice.settings import PROJECT_ROOT, DatabaseSettings
+from geoservice.simulator import ToiletSim
+
+TARGET_RATIO = 0.3
+DEVICES = 16
+BATCH = 100
+COLUMNS = (
+    "device_id", "seq", "facility_id", "observed_at", "stalls", "stalls_total", "stalls_free",
+    "people_count", "nh3_ppm", "humidity_pct", "battery_pct", "consumables",
+)  # fmt: skip
+
+
+class RawClient:
+    """A minimal keep-alive HTTP/1.1 client: the load generator must cost little CPU."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes, token: str) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        self.writer.write(head + body)
+        status = int((await self.reader.readline()).split()[1])
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(OSError):
+                await self.writer.wait_closed()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_readings(n: int, seed: int) -> list[dict[str, Any]]:
+    """n realistic readings one second apart, ending a minute ago."""
+    rng = random.Random(seed)
+    sim = ToiletSim([str(i) for i in range(1, 5)], rng)
+    start = datetime.now(UTC) - timedelta(seconds=n + 60)
+    return [sim.step(start + timedelta(seconds=i)) for i in range(n)]
+
+
+def copy_row(device_id: int, facility_id: str, r: dict[str, Any]) -> tuple[Any, ...]:
+    stalls = r["stalls"]
+    return (
+        device_id, r["seq"], facility_id, r["observed_at"], orjson.dumps(stalls).decode(),
+        len(stalls), sum(1 for s in stalls if not s["occupied"]), r["people_count"], r["nh3_ppm"],
+        r["humidity_pct"], r["battery_pct"], orjson.dumps(r["consumables"]).decode(),
+    )  # fmt: skip
+
+
+def stored(url: str, devices: list[int]) -> tuple[int, int]:
+    """(rows stored, distinct (device, seq) pairs among them) for these devices."""
+    with connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) AS n, count(DISTINCT (device_id, seq)) AS keys"
+            " FROM toilet_readings WHERE device_id = ANY(%s)",
+            (devices,),
+        ).fetchone()
+    assert row is not None
+    return int(row["n"]), int(row["keys"])
+
+
+def start_server(url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "SERVICEMAP_LOG_LEVEL": "warning",
+        # the benchmark measures ingestion, not the per-device limiter
+        "SERVICEMAP_TOILETS_DEVICE_RATE_PER_S": "1000000",
+        "SERVICEMAP_TOILETS_DEVICE_BURST": "1000000",
+        "SERVICEMAP_DB_POOL_MAX": "20",
+    }
+    exe = Path(sys.executable).parent / "servicemap"
+    log = open(Path(tempfile.gettempdir()) / f"bench_sensors_{port}.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [str(exe), "serve", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        stdout=log,
+        stderr=log,
+        cwd=PROJECT_ROOT,
+    )
+    print(f"servicemap serve --workers {workers} on port {port} (log: {log.name})")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"servicemap serve exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                pass
+            import urllib.request
+
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+                if r.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.3)
+    process.terminate()
+    raise SystemExit("servicemap serve did not become ready in 60 s")
+
+
+async def post_all(
+    port: int, jobs: list[tuple[str, list[bytes]]]
+) -> tuple[int, int, list[float], float]:
+    """Each job (token, bodies) posts its bodies in order on its own connection, all jobs
+    concurrently. Returns (acknowledged readings, failed requests, latencies, seconds)."""
+    acknowledged = failed = 0
+    latencies: list[float] = []
+
+    async def device(token: str, bodies: list[bytes]) -> None:
+        nonlocal acknowledged, failed
+        client = RawClient("127.0.0.1", port)
+        try:
+            for body in bodies:
+                t0 = time.perf_counter()
+                status, answer = await client.post("/api/v1/sensors/readings", body, token)
+                latencies.append(time.perf_counter() - t0)
+                if status == 200:
+                    acknowledged += int(orjson.loads(answer)["accepted"])
+                else:
+                    failed += 1
+        finally:
+            await client.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(device(token, bodies) for token, bodies in jobs))
+    return acknowledged, failed, latencies, time.perf_counter() - started
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readings", type=int, default=160_000, help="batched readings in all")
+    parser.add_argument("--single", type=int, default=4_000, help="single-reading POSTs in all")
+    parser.add_argument("--workers", type=int, default=2, help="server worker processes")
+    parser.add_argument("--quick", action="store_true", help="a small run (32,000 readings)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.quick:
+        args.readings, args.single = 32_000, 1_600
+    per_device = max(BATCH, args.readings // DEVICES // BATCH * BATCH)
+    singles_per_device = max(1, args.single // DEVICES)
+
+    server = database_url(DatabaseSettings(), start=True)
+    name = f"bench_sensors_{os.getpid()}"
+    url = f"{server.rpartition('/')[0]}/{name}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        upgrade(url)
+        from ingest.pipeline import ingest_file
+        from ingest.sample import write_sample
+
+        with tempfile.TemporaryDirectory() as tmp, connect(url) as conn:
+            files = write_sample(Path(tmp))
+            ingest_file(conn, files.layer_files["toilet"], layer="toilet", source="sample")
+            conn.commit()
+        with connect(url, autocommit=True) as conn:
+            toilets = [
+                r["id"]
+                for r in conn.execute(
+                    "SELECT id FROM facilities WHERE layer = 'toilet' ORDER BY id LIMIT %s",
+                    (2 * DEVICES,),
+                ).fetchall()
+            ]
+            batch_devices = [(*add_device(conn, t, 4), t) for t in toilets[:DEVICES]]
+            single_devices = [(*add_device(conn, t, 4), t) for t in toilets[DEVICES:]]
+
+        print(f"generating {per_device * DEVICES:,} readings for {DEVICES} devices", flush=True)
+        readings = {d: make_readings(per_device, seed=d) for d, _, _ in batch_devices}
+
+        # --- baseline: COPY the same rows straight into the readings table -------------------
+        with connect(url) as conn:
+            t0 = time.perf_counter()
+            with conn.cursor().copy(
+                sql.SQL("COPY toilet_readings ({}) FROM STDIN").format(
+                    sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+                )
+            ) as copy:
+                for device_id, _, facility in batch_devices:
+                    for r in readings[device_id]:
+                        copy.write_row(copy_row(device_id, facility, r))
+            conn.commit()
+            copy_s = time.perf_counter() - t0
+        total = per_device * DEVICES
+        copy_rate = total / copy_s
+        copied, _ = stored(url, [d for d, _, _ in batch_devices])
+        assert copied == total, f"COPY stored {copied} of {total}"
+        with connect(url) as conn:
+            conn.execute("TRUNCATE toilet_readings")
+            conn.commit()
+        print(
+            f"COPY into toilet_readings: {total:,} rows in {copy_s:.2f}s = {copy_rate:,.0f} rows/s"
+        )
+
+        # --- HTTP: batches of 100 from 16 concurrent devices ----------------------------------
+        port = free_port()
+        process = start_server(url, port, args.workers)
+        jobs = [
+            (
+                token,
+                [
+                    orjson.dumps({"readings": readings[device_id][i : i + BATCH]})
+                    for i in range(0, per_device, BATCH)
+                ],
+            )
+            for device_id, token, _ in batch_devices
+        ]
+        acked, failed, latencies, http_s = asyncio.run(post_all(port, jobs))
+        http_rate = acked / http_s
+        rows, keys = stored(url, [d for d, _, _ in batch_devices])
+        print(
+            f"HTTP batches of {BATCH}, {DEVICES} devices, {args.workers} worker(s): "
+            f"{acked:,} acknowledged in {http_s:.2f}s = {http_rate:,.0f} readings/s "
+            f"(p99 {p99(latencies) * 1000:.1f} ms per batch, {failed} failed requests)"
+        )
+        print(f"stored after HTTP run: {rows:,} readings, {keys:,} distinct (device, seq)")
+        assert rows == acked == keys, f"stored {rows} readings / {keys} keys, acknowledged {acked}"
+
+        # replaying everything must store nothing more
+        replay_acked, _, _, _ = asyncio.run(post_all(port, [(t, b[:5]) for t, b in jobs]))
+        assert replay_acked == 0 and stored(url, [d for d, _, _ in batch_devices])[0] == rows
+
+        # --- single-reading POSTs -------------------------------------------------------------
+        single_jobs = [
+            (token, [orjson.dumps(r) for r in make_readings(singles_per_device, seed=1000 + d)])
+            for d, token, _ in single_devices
+        ]
+        s_acked, s_failed, s_lat, s_time = asyncio.run(post_all(port, single_jobs))
+        s_rows, s_keys = stored(url, [d for d, _, _ in single_devices])
+        print(
+            f"single-reading POSTs, {DEVICES} devices: {s_acked:,} in {s_time:.2f}s = "
+            f"{len(s_lat) / s_time:,.0f} requests/s, p99 {p99(s_lat) * 1000:.1f} ms "
+            f"({s_failed} failed)"
+        )
+        print(f"stored after single run: {s_rows:,} readings (acknowledged {s_acked:,})")
+        assert s_rows == s_acked == s_keys, f"stored {s_rows}, acknowledged {s_acked}"
+
+        ratio = http_rate / copy_rate
+        verdict = "ok" if ratio >= TARGET_RATIO else "BELOW TARGET"
+        print(
+            f"ratio HTTP/COPY = {http_rate:,.0f} / {copy_rate:,.0f} = {ratio:.2f} "
+            f"(target ≥ {TARGET_RATIO}) {verdict}"
+        )
+        if ratio < TARGET_RATIO:
+            raise SystemExit(1)
+    finally:
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+if __name__ == "__main__":
+    main()
