@@ -59,6 +59,13 @@ def ingest(
             "--link/--no-link", help="re-link facilities to disclosures when anything changed"
         ),
     ] = True,
+    index_h3: Annotated[
+        bool,
+        typer.Option(
+            "--h3/--no-h3",
+            help="index changed facilities' H3 cells now (else the first /api/v1/h3 requests do)",
+        ),
+    ] = True,
 ) -> None:
     """Load facilities from a file; atomic unless --skip-invalid; re-running changes nothing."""
     from geoservice.cli import migrated_database, settings
@@ -119,7 +126,7 @@ def ingest(
     if result.outcome == "dry_run":
         err.print("dry run: nothing written")
         return
-    if result.inserted or result.updated or result.removed:
+    if index_h3 and (result.inserted or result.updated or result.removed):
         _index_h3(url)
     if link and (result.inserted or result.updated or result.removed):
         from geoservice.linking import link_all
