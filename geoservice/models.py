@@ -50,7 +50,7 @@ facilities = Table(
     Column("attributes", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("geom", Geometry("POINT", srid=4326, spatial_index=False), nullable=False),
     Column("footprint", Geometry("GEOMETRY", srid=4326, spatial_index=False)),
-    # H3 cell at resolution 15 as a bigint; any coarser cell is derived from it in SQL
+    # H3 cell at resolution 15 as a bigint (coarser cells: facility_h3, see migration 0003)
     Column("h3_15", BigInteger, nullable=False),
     # hash of the stored fields: an unchanged row is never rewritten
     Column("content_hash", Text, nullable=False),
@@ -68,7 +68,6 @@ facilities = Table(
         postgresql_using="gist",
     ),
     Index("facilities_layer_idx", "layer"),
-    Index("facilities_h3_idx", "h3_15"),
 )
 
 ingest_runs = Table(

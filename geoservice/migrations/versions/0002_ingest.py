@@ -1,8 +1,10 @@
-"""ingest: schema added by the issue "ETL" (empty until it needs some).
+"""ingest: no index on facilities.h3_15 — no query reads it, and every load paid for it.
 
 Revision ID: 0002
 Revises: 0001
 """
+
+from alembic import op
 
 revision = "0002"
 down_revision = "0001"
@@ -11,8 +13,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    op.execute("DROP INDEX IF EXISTS facilities_h3_idx")
 
 
 def downgrade() -> None:
-    pass
+    op.execute("CREATE INDEX IF NOT EXISTS facilities_h3_idx ON facilities (h3_15)")
