@@ -24,15 +24,9 @@ import time
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
 TARGET_RATE_RATIO = 0.5
 TARGET_RSS_MB = 2048
-
-
-def _with_db(url: str, name: str) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{name}"
 
 
 # A small launcher runs the ingest and reports its child's peak RSS: measured from this (large)
@@ -75,19 +69,12 @@ def main(argv: list[str] | None = None) -> None:
     import pyogrio
     import sqlalchemy
 
-    from geoservice.db import database_url, sqlalchemy_url
-    from geoservice.migrate import upgrade
-    from geoservice.settings import DatabaseSettings
+    from benchmarks.common import own_database
+    from geoservice.db import sqlalchemy_url
     from ingest.sample import write_scaled
 
     rows = args.rows
-    server = database_url(DatabaseSettings(), start=True)
-    name = f"bench_ingest_{os.getpid()}"
-    url = _with_db(server, name)
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        upgrade(url)
+    with own_database("ingest") as url:
         with tempfile.TemporaryDirectory(prefix="bench_ingest_") as tmp:
             started = time.perf_counter()
             gpkg = write_scaled(Path(tmp), rows)["gpkg"]
@@ -111,11 +98,6 @@ def main(argv: list[str] | None = None) -> None:
             ).fetchone()
             stored = conn.execute("SELECT count(*) FROM facilities").fetchone()
         assert last is not None and stored is not None
-    finally:
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
     base_rate, rate = rows / baseline_s, rows / first_s
     ratio = rate / base_rate

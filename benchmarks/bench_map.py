@@ -30,17 +30,11 @@ from pathlib import Path
 
 import httpx
 import psycopg
-from psycopg import sql
 
 TARGET_RATIO = 20.0
 REQUESTS = 7
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-def _with_db(url: str, name: str) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{name}"
 
 
 def _load(url: str, rows: int, tmp: Path) -> None:
@@ -194,17 +188,9 @@ def browser_times(base: str, at: tuple[float, float]) -> dict[str, float]:
 
 def run(rows: int, browser: bool) -> bool:
     """Measure one size; True when both targets are met."""
-    from geoservice.db import database_url
-    from geoservice.migrate import upgrade
-    from geoservice.settings import DatabaseSettings
+    from benchmarks.common import own_database
 
-    server = database_url(DatabaseSettings(), start=True)
-    name = f"bench_map_{os.getpid()}_{rows}"
-    url = _with_db(server, name)
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        upgrade(url)
+    with own_database(f"map_{rows}") as url:
         with tempfile.TemporaryDirectory(prefix="bench_map_") as tmp:
             started = time.perf_counter()
             _load(url, rows, Path(tmp))
@@ -234,11 +220,6 @@ def run(rows: int, browser: bool) -> bool:
                 assert spot is not None
                 for label, seconds in browser_times(base, (spot[0], spot[1])).items():
                     print(f"  chromium: {label}: {seconds * 1000:,.0f} ms")
-    finally:
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
     return size_ratio >= TARGET_RATIO and time_ratio >= TARGET_RATIO
 
 

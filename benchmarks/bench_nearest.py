@@ -23,12 +23,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
-from psycopg import sql
 from psycopg.rows import dict_row
-
-from geoservice.db import database_url
-from geoservice.migrate import upgrade
-from geoservice.settings import DatabaseSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 BBOX = (114.09, 22.52, 114.23, 22.62)
@@ -60,23 +55,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _server_url() -> str:
-    return database_url(DatabaseSettings(), start=True)
-
-
 @contextmanager
 def scaled_database(rows: int, tag: str) -> Iterator[str]:
     """A new database holding `rows` scaled-sample facilities (dropped afterwards)."""
+    from benchmarks.common import own_database
     from ingest.sample import write_scaled
 
-    server = _server_url()
-    name = f"bench_{tag}_{os.getpid()}"
-    base = server.rsplit("/", 1)[0]
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = f"{base}/{name}"
-    try:
-        upgrade(url)
+    with own_database(tag) as url:
         with tempfile.TemporaryDirectory() as tmp:
             started = time.perf_counter()
             files = write_scaled(Path(tmp), rows)
@@ -93,11 +78,6 @@ def scaled_database(rows: int, tag: str) -> Iterator[str]:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
         yield url
-    finally:
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 def sync_h3(url: str) -> None:
