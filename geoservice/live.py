@@ -5,8 +5,10 @@ The interface the query API and the pages use:
   now and an online sensor.
 - ``h3_metric(metric)``: for ``avg_rating`` / ``free_stalls``, the SQL aggregate expression
   over facility alias ``f`` and the joins it needs.
+- ``columns(settings)`` / ``joins(alias)`` / ``take(row)``: the same, inside a caller's own
+  query (select-list fragment, LEFT JOIN LATERALs, folding the columns into the row).
 - ``attach(conn, rows, settings)``: adds ``live`` (toilets) and ``rating`` to facility rows,
-  in two queries whatever the number of rows.
+  in one query whatever the number of rows.
 
 The fragments hold no placeholders (callers use named or positional parameters of their own):
 the few values they need are rendered as literals by psycopg.
@@ -81,47 +83,85 @@ def _average(value: Any) -> float | None:
     return round(float(value), 2) if value is not None else None
 
 
+def columns(settings: Settings | None = None) -> sql.Composable:
+    """Select-list fragment of the live and rating columns ``joins`` makes available."""
+    return sql.SQL(
+        "live_s.stalls_total AS live_stalls_total, live_s.stalls_free AS live_stalls_free,"
+        " live_s.last_seen AS live_last_seen, live_s.facility_id AS live_facility_id,"
+        " coalesce(live_s.last_seen > now() - make_interval(secs => {}), false) AS live_online,"
+        " live_r.average AS rating_average, live_r.n AS rating_count,"
+        " live_r.average_30d AS rating_average_30d, live_r.n_30d AS rating_count_30d"
+    ).format(sql.Literal(_online_window(settings)))
+
+
+def joins(alias: str) -> sql.Composable:
+    """LEFT JOIN LATERALs adding a facility's live status and rating to rows aliased `alias`.
+
+    `alias` needs ``id`` and ``layer``; each row costs two index probes, whatever the table size.
+    """
+    row = sql.Identifier(alias)
+    return sql.SQL(
+        " LEFT JOIN LATERAL (SELECT s.facility_id, s.stalls_total, s.stalls_free, s.last_seen"
+        "  FROM toilet_status s WHERE {row}.layer = 'toilet' AND s.facility_id = {row}.id"
+        "  AND EXISTS (SELECT 1 FROM toilet_devices d"
+        "              WHERE d.facility_id = s.facility_id AND d.revoked_at IS NULL)) live_s"
+        " ON true"
+        " LEFT JOIN LATERAL (SELECT avg(score) AS average, count(*) AS n,"
+        "  avg(score) FILTER (WHERE created_at > now() - make_interval(days => {days}))"
+        "  AS average_30d,"
+        "  count(*) FILTER (WHERE created_at > now() - make_interval(days => {days})) AS n_30d"
+        "  FROM facility_ratings WHERE facility_id = {row}.id) live_r ON true"
+    ).format(row=row, days=sql.Literal(RECENT_DAYS))
+
+
+def take(row: dict[str, Any]) -> None:
+    """Fold the ``columns`` of a row into ``live`` (toilets) and ``rating``."""
+    online = row.pop("live_online")
+    known = row.pop("live_facility_id") is not None
+    total, free, seen = (
+        row.pop(k) for k in ("live_stalls_total", "live_stalls_free", "live_last_seen")
+    )
+    if row["layer"] == "toilet":
+        row["live"] = (
+            {
+                "stalls_total": total,
+                "stalls_free": free if online else None,
+                "online": online,
+                "last_seen": iso(seen),
+            }
+            if known
+            else None
+        )
+    row["rating"] = {
+        "average": _average(row.pop("rating_average")),
+        "count": int(row.pop("rating_count") or 0),
+        "average_30d": _average(row.pop("rating_average_30d")),
+        "count_30d": int(row.pop("rating_count_30d") or 0),
+    }
+
+
 async def attach(
     conn: AsyncConnection[dict[str, Any]], rows: list[dict[str, Any]], settings: Settings
 ) -> None:
-    """Add ``live`` (toilets: stalls_total, stalls_free, online, last_seen) and ``rating``."""
+    """Add ``live`` (toilets: stalls_total, stalls_free, online, last_seen) and ``rating``.
+
+    One query, whatever the number of rows; queries that can join ``joins`` themselves
+    (nearest) save even that round trip.
+    """
     if not rows:
         return
-    ids = list({row["id"] for row in rows})
-    toilet_ids = list({row["id"] for row in rows if row["layer"] == "toilet"})
-    live: dict[str, dict[str, Any]] = {}
-    if toilet_ids:
-        cursor = await conn.execute(
-            "SELECT s.facility_id, s.stalls_total, s.stalls_free, s.last_seen,"
-            " coalesce(s.last_seen > now() - make_interval(secs => %s), false) AS online"
-            " FROM toilet_status s WHERE s.facility_id = ANY(%s)"
-            " AND EXISTS (SELECT 1 FROM toilet_devices d"
-            "             WHERE d.facility_id = s.facility_id AND d.revoked_at IS NULL)",
-            (settings.toilets.online_window_s, toilet_ids),
-        )
-        for r in await cursor.fetchall():
-            live[r["facility_id"]] = {
-                "stalls_total": r["stalls_total"],
-                "stalls_free": r["stalls_free"] if r["online"] else None,
-                "online": r["online"],
-                "last_seen": iso(r["last_seen"]),
-            }
+    query = sql.SQL(
+        "SELECT c.id, c.layer, {columns} FROM unnest(%s::text[], %s::text[]) AS c(id, layer){joins}"
+    ).format(columns=columns(settings), joins=joins("c"))
     cursor = await conn.execute(
-        "SELECT facility_id, avg(score) AS average, count(*) AS count,"
-        " avg(score) FILTER (WHERE created_at > now() - make_interval(days => %s))"
-        " AS average_30d,"
-        " count(*) FILTER (WHERE created_at > now() - make_interval(days => %s)) AS count_30d"
-        " FROM facility_ratings WHERE facility_id = ANY(%s) GROUP BY facility_id",
-        (RECENT_DAYS, RECENT_DAYS, ids),
+        query, ([r["id"] for r in rows], [r["layer"] for r in rows]), prepare=True
     )
-    ratings = {r["facility_id"]: r for r in await cursor.fetchall()}
+    found = {}
+    for extra in await cursor.fetchall():
+        take(extra)
+        found[extra["id"]] = extra
     for row in rows:
-        if row["layer"] == "toilet":
-            row["live"] = live.get(row["id"])
-        stats = ratings.get(row["id"])
-        row["rating"] = {
-            "average": _average(stats["average"]) if stats else None,
-            "count": int(stats["count"]) if stats else 0,
-            "average_30d": _average(stats["average_30d"]) if stats else None,
-            "count_30d": int(stats["count_30d"]) if stats else 0,
-        }
+        extra = found[row["id"]]
+        if "live" in extra:
+            row["live"] = extra["live"]
+        row["rating"] = extra["rating"]

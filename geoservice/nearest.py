@@ -39,23 +39,30 @@ DEFAULT_K = 5
 MAX_DISTANCE_M = 1_000_000.0
 #: conservative bound of |ellipsoidal - spherical| / spherical distance (true max ≈ 0.56 %)
 SPHERE_ERROR = 0.01
+#: candidates fetched beyond k on the first try (each costs the index scan a heap visit)
+CANDIDATE_MARGIN = 3
 #: most candidates one request reads; filters evaluated in Python widen up to this
 MAX_CANDIDATES = 20_000
+#: statement texts kept composed (filter combinations × candidate counts in use)
+MAX_STATEMENTS = 1_000
 #: how long the list of distinct opening-hours expressions is reused (seconds)
 HOURS_TTL_S = 300.0
 #: above this many distinct expressions, open_now is evaluated row by row instead
 MAX_HOURS_EXPRESSIONS = 5_000
 
 _SQL = """
-SELECT {columns},
-       ST_Distance(f.geom::geography, q.pt, true) AS distance_m,
-       f.geom::geography <-> q.pt AS sphere_m
-FROM facilities f,
-     (SELECT ST_SetSRID(ST_MakePoint(%(lon)s::float8, %(lat)s::float8), 4326)::geography AS pt) q
-WHERE f.status <> 'removed' AND f.layer = ANY(%(layers)s) {filters}
-ORDER BY f.geom::geography <-> ST_SetSRID(ST_MakePoint(%(lon)s::float8, %(lat)s::float8),
-                                          4326)::geography
-LIMIT %(limit)s
+SELECT c.*, {live_columns}
+FROM (SELECT {columns},
+             ST_Distance(f.geom::geography, q.pt, true) AS distance_m,
+             f.geom::geography <-> q.pt AS sphere_m
+      FROM facilities f,
+           (SELECT ST_SetSRID(ST_MakePoint(%(lon)s::float8, %(lat)s::float8), 4326)::geography
+                   AS pt) q
+      WHERE f.status <> 'removed' AND f.layer = ANY(%(layers)s) {filters}
+      ORDER BY f.geom::geography <-> ST_SetSRID(ST_MakePoint(%(lon)s::float8, %(lat)s::float8),
+                                                4326)::geography
+      LIMIT {limit}) c
+{live_joins}
 """
 
 
@@ -108,7 +115,29 @@ def _hours_cache(request: Request) -> HoursCache:
     return cache
 
 
-def _query(filters: Filters, closed: list[str] | None) -> sql.Composed:
+#: statement texts by (filters in use, candidate count, online window)
+_QUERIES: dict[tuple[bool, bool, bool, bool, bool, int, int], str] = {}
+
+
+def _query(filters: Filters, closed: bool, limit: int, settings: Settings) -> str:
+    """The statement text for one combination of filters and candidate count, composed once.
+
+    The count is a literal, not a parameter: with ``LIMIT $n`` PostgreSQL's generic plan
+    guesses a tenth of the table and seq-scans, so every execution was planned anew.
+    """
+    key = (
+        filters.max_distance_m is not None, filters.accessible, filters.available,
+        filters.open_now, closed, limit, settings.toilets.online_window_s,
+    )  # fmt: skip
+    text = _QUERIES.get(key)
+    if text is None:
+        if len(_QUERIES) >= MAX_STATEMENTS:
+            _QUERIES.clear()
+        text = _QUERIES[key] = _compose(filters, closed, limit, settings).as_string()
+    return text
+
+
+def _compose(filters: Filters, closed: bool, limit: int, settings: Settings) -> sql.Composed:
     conditions: list[sql.Composable] = []
     if filters.max_distance_m is not None:
         # sphere radius widened by the sphere/ellipsoid bound: the exact cut is made below
@@ -116,14 +145,20 @@ def _query(filters: Filters, closed: list[str] | None) -> sql.Composed:
     if filters.accessible:
         conditions.append(sql.SQL("f.accessible IS TRUE"))
     if filters.available:
-        conditions.append(live.available_filter())
+        conditions.append(live.available_filter(settings))
     if filters.open_now:
         # unknown hours never count as open
         conditions.append(sql.SQL("f.opening_hours IS NOT NULL"))
         if closed:
             conditions.append(sql.SQL("f.opening_hours <> ALL(%(closed)s)"))
     extra = sql.SQL("").join(sql.SQL(" AND ") + c for c in conditions)
-    return sql.SQL(_SQL).format(columns=sql.SQL(FEATURE_COLUMNS), filters=extra)
+    return sql.SQL(_SQL).format(
+        columns=sql.SQL(FEATURE_COLUMNS),
+        filters=extra,
+        limit=sql.Literal(limit),
+        live_columns=live.columns(settings),
+        live_joins=live.joins("c"),
+    )
 
 
 async def nearest_facilities(
@@ -136,35 +171,45 @@ async def nearest_facilities(
     hours: HoursCache | None = None,
     now: datetime | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows of the k nearest facilities (ellipsoidal ``distance_m`` ascending), exact."""
+    """Rows of the k nearest facilities (ellipsoidal ``distance_m`` ascending), exact.
+
+    Each row carries its ``live`` status (toilets) and ``rating``, read in the same statement.
+    """
     timezone = settings.district.timezone
     moment = now or datetime.now(ZoneInfo(timezone))
     closed: list[str] | None = None
     if filters.open_now:
         closed = await (hours or HoursCache()).closed_now(conn, timezone, moment)
-    query = _query(filters, closed)
     params: dict[str, Any] = {"lat": lat, "lon": lon, "layers": filters.layers}
     if filters.max_distance_m is not None:
         params["within"] = filters.max_distance_m * (1 + SPHERE_ERROR) + 1.0
     if closed:
         params["closed"] = closed
-    limit = max(2 * filters.k, filters.k + 8)
+    # a few beyond k: the k-th is then almost always proven nearer than anything unfetched
+    limit = filters.k + CANDIDATE_MARGIN
     while True:
-        params["limit"] = limit
+        query = _query(filters, bool(closed), limit, settings)
         cursor = await conn.execute(query, params, prepare=True)
         rows = await cursor.fetchall()
         accepted = [r for r in rows if _passes(r, filters, timezone, moment)]
         accepted.sort(key=lambda r: (r["distance_m"], r["id"]))
         exhausted = len(rows) < limit
         if exhausted or limit >= MAX_CANDIDATES:
-            return accepted[: filters.k]
+            return _taken(accepted[: filters.k])
         # no facility beyond the fetched ones is nearer than this (ellipsoidal metres)
-        unseen_floor = float(rows[-1]["sphere_m"]) * (1 - SPHERE_ERROR)
+        unseen_floor = max(float(r["sphere_m"]) for r in rows) * (1 - SPHERE_ERROR)
         if filters.max_distance_m is not None and unseen_floor > filters.max_distance_m:
-            return accepted[: filters.k]
+            return _taken(accepted[: filters.k])
         if len(accepted) >= filters.k and accepted[filters.k - 1]["distance_m"] < unseen_floor:
-            return accepted[: filters.k]
+            return _taken(accepted[: filters.k])
         limit = min(limit * 4, MAX_CANDIDATES)
+
+
+def _taken(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for row in rows:
+        live.take(row)
+        row.pop("sphere_m")
+    return rows
 
 
 def _passes(row: dict[str, Any], filters: Filters, timezone: str, now: datetime) -> bool:
@@ -215,10 +260,7 @@ async def nearest(
         rows = await nearest_facilities(
             conn, lat, lon, filters, settings, hours=_hours_cache(request)
         )
-        await live.attach(conn, rows, settings)
     timezone = settings.district.timezone
-    for row in rows:
-        row.pop("sphere_m", None)
     features = [to_feature(row, timezone=timezone) for row in rows]
     body = feature_collection(features, numberReturned=len(features))
     return json_response(body, media_type="application/geo+json")
