@@ -136,7 +136,7 @@ DEVICE_CACHE_MAX = 100_000
 async def cached_device(request: Request, pool: PoolDep) -> Device:
     """The device of the request's token, from a per-process cache when fresh.
 
-    Only for routes that re-check revocation in their own write (``toilet_ingest`` does);
+    Only for routes that re-check revocation in their own write (``toilet_ingest_begin`` does);
     saves a database round trip per sensor post.
     """
     token = bearer_token(request)

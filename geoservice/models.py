@@ -227,10 +227,10 @@ toilet_stalls = Table(
 # toilet_readings_maintain() and on ingest by toilet_readings_ensure_partition().
 # Exactly once per (device, seq): a unique key on a partitioned table must include the
 # partition key (observed_at), which would let one seq be stored twice with two times. So
-# toilet_ingest() makes the check explicit instead: it first locks the toilet's status row
-# (posts for one device are stored one at a time) and inserts only the readings whose
-# (device, seq) is not in any partition within the ingest horizon (older readings are refused
-# at the door, and `readings prune` never drops readings younger than the horizon).
+# the service makes the check explicit instead: toilet_ingest_begin() locks the toilet's status
+# row (posts for one device are stored one at a time) and names the seqs already in a partition
+# within the ingest horizon; only the others are copied in (older readings are refused at the
+# door, and `readings prune` never drops readings younger than the horizon).
 toilet_readings = Table(
     "toilet_readings",
     metadata,

@@ -1,11 +1,17 @@
 """Group commit for sensor posts: concurrent batches share one transaction.
 
 Every post waits for the commit of the transaction that stored it before it is answered, so
-nothing acknowledged can be lost; what is shared is the round trip, the call overhead and the
-commit. A few writer tasks per process, each with its own connection, take the posts waiting
-in a queue (never two of one device in one group, so each post's counts stay its own), sort
-them by toilet (every transaction locks toilets' status rows in the same order: no
-deadlocks) and store them with one call of ``toilet_ingest_many`` (migration 0005).
+nothing acknowledged can be lost; what is shared is the round trips and the commit. A few
+writer tasks per process, each with its own connection, take the posts waiting in a queue
+(never two of one device in one group, so each post's counts stay its own), sort them by
+toilet (every transaction locks toilets' status rows in the same order: no deadlocks) and
+store them in one transaction (functions of migration 0006):
+
+1. ``toilet_ingest_begin``: devices still live, the toilets' status rows locked, stalls moved
+   forward, and the seqs of each post already stored (stable while the lock is held);
+2. COPY of the readings not stored yet straight into ``toilet_readings`` — the cheapest way
+   into PostgreSQL, the same path as a bulk load;
+3. ``toilet_ingest_end``: each toilet's status from its stalls and newest reading.
 
 A group that fails as a whole because of one post (a device revoked meanwhile, too many
 stalls) is re-run post by post, so the others still succeed. A lost connection fails the
@@ -20,10 +26,13 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
+import orjson
 import psycopg
+from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from geoservice.db import database_url, libpq_url
@@ -36,10 +45,31 @@ WRITERS = 2
 #: most posts in one transaction
 MAX_GROUP = 32
 
-_MANY = (
-    "SELECT toilet_ingest_many(%s::jsonb, %s::float8, %s::bigint, %s::integer, %s::integer)"
-    " AS accepted"
+_BEGIN = "SELECT toilet_ingest_begin(%s::jsonb, %s::integer, %s::integer) AS state"
+_END = "SELECT toilet_ingest_end(%s::jsonb, %s::float8, %s::bigint)"
+#: the columns of a reading row, in the order of `reading_row`
+READING_COLUMNS = (
+    "device_id", "seq", "facility_id", "observed_at", "stalls", "stalls_total", "stalls_free",
+    "people_count", "nh3_ppm", "humidity_pct", "battery_pct", "consumables",
+)  # fmt: skip
+_COPY = sql.SQL("COPY toilet_readings ({}) FROM STDIN").format(
+    sql.SQL(", ").join(map(sql.Identifier, READING_COLUMNS))
 )
+#: positions in a reading row
+_SEQ, _OBSERVED, _PEOPLE = 1, 3, 7
+
+
+def reading_row(device_id: int, facility_id: str, reading: Any) -> tuple[Any, ...]:
+    """A validated reading as a row of toilet_readings (READING_COLUMNS)."""
+    stalls = reading.get("stalls") or []
+    consumables = reading.get("consumables")
+    return (
+        device_id, reading["seq"], facility_id, reading["observed_at"],
+        orjson.dumps(stalls).decode(), len(stalls),
+        sum(1 for stall in stalls if not stall["occupied"]), reading.get("people_count"),
+        reading.get("nh3_ppm"), reading.get("humidity_pct"), reading.get("battery_pct"),
+        orjson.dumps(consumables).decode() if consumables is not None else None,
+    )  # fmt: skip
 
 
 @dataclass
@@ -48,8 +78,12 @@ class Job:
 
     device_id: int
     facility_id: str
-    #: the post's JSON object for toilet_ingest_many
-    payload: bytes
+    #: the post's JSON object for toilet_ingest_begin (device, facility, seq range, stalls)
+    begin: bytes
+    #: its readings as rows (`reading_row`), one per seq
+    rows: list[tuple[Any, ...]]
+    #: its newest reading for toilet_ingest_end (facility, newest, nh3_ppm, humidity_pct, …)
+    newest: dict[str, Any]
     months: set[date]
     future: asyncio.Future[int] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -170,19 +204,10 @@ class IngestWriter:
     async def _call(
         self, conn: psycopg.AsyncConnection[dict[str, Any]], group: list[Job]
     ) -> list[int]:
-        ordered = sorted(range(len(group)), key=lambda i: group[i].facility_id)
-        payload = b"[" + b",".join(group[i].payload for i in ordered) + b"]"
-        toilets = self.settings.toilets
-        args = (
-            payload.decode(),
-            toilets.nh3_alert_ppm,
-            toilets.busy_after_people,
-            toilets.max_stalls_per_device,
-            toilets.max_reading_age_s,
-        )
+        ordered = sorted(group, key=lambda job: job.facility_id)
         for attempt in range(3):
             try:
-                row = await (await conn.execute(_MANY, args, prepare=True)).fetchone()
+                accepted = await self._transaction(conn, ordered)
                 break
             except psycopg.errors.CheckViolation:
                 # a partition was dropped (prune) after this process remembered it
@@ -193,10 +218,63 @@ class IngestWriter:
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
                 if attempt == 2:
                     raise
+        return [accepted[id(job)] for job in group]
+
+    async def _transaction(
+        self, conn: psycopg.AsyncConnection[dict[str, Any]], ordered: list[Job]
+    ) -> dict[int, int]:
+        """Store the group (sorted by toilet) in one transaction; the readings newly stored per
+        job (by id). Four round trips: BEGIN + begin, the COPY's two, end + COMMIT (pipelined)."""
+        try:
+            return await self._steps(conn, ordered)
+        except BaseException:
+            if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
+                with contextlib.suppress(psycopg.Error):
+                    await conn.execute("ROLLBACK")
+            raise
+
+    async def _steps(
+        self, conn: psycopg.AsyncConnection[dict[str, Any]], ordered: list[Job]
+    ) -> dict[int, int]:
+        toilets = self.settings.toilets
+        begin = b"[" + b",".join(job.begin for job in ordered) + b"]"
+        async with conn.pipeline() as pipeline:
+            await conn.execute("BEGIN")
+            cursor = await conn.execute(
+                _BEGIN,
+                (begin.decode(), toilets.max_stalls_per_device, toilets.max_reading_age_s),
+                prepare=True,
+            )
+            await pipeline.sync()
+            row = await cursor.fetchone()
         assert row is not None
-        accepted: list[int] = [0] * len(group)
-        for position, i in enumerate(ordered):
-            accepted[i] = int(row["accepted"][position])
+        stored: dict[str, list[int]] = row["state"]["stored"]
+        cleaned = {k: datetime.fromisoformat(v) for k, v in row["state"]["cleaned"].items()}
+        accepted: dict[int, int] = {}
+        fresh: list[tuple[Any, ...]] = []
+        ends: list[dict[str, Any]] = []
+        for job in ordered:
+            seen = set(stored.get(str(job.device_id), ()))
+            rows = [r for r in job.rows if r[_SEQ] not in seen] if seen else job.rows
+            clean = cleaned.get(job.facility_id)
+            # entries observed after the toilet's last cleaning count towards use since it
+            people = sum(
+                r[_PEOPLE] for r in rows if r[_PEOPLE] and (clean is None or r[_OBSERVED] > clean)
+            )
+            accepted[id(job)] = len(rows)
+            fresh.extend(rows)
+            ends.append({**job.newest, "people": people})
+        if fresh:
+            async with conn.cursor().copy(_COPY) as copy:
+                for reading in fresh:
+                    await copy.write_row(reading)
+        async with conn.pipeline():
+            await conn.execute(
+                _END,
+                (orjson.dumps(ends).decode(), toilets.nh3_alert_ppm, toilets.busy_after_people),
+                prepare=True,
+            )
+            await conn.execute("COMMIT")
         return accepted
 
     async def _ensure_partitions(

@@ -1,9 +1,8 @@
 """Sensor ingestion (``POST /api/v1/sensors/readings``) and live status of a toilet.
 
-A reading is stored exactly once per (device, seq): the whole post is stored by one call of
-``toilet_ingest`` (migration 0005) inside one transaction, shared with other posts waiting at
-the same moment (``sensor_writer``), and the answer is sent only after that transaction
-committed. Validation is all-or-nothing: one bad reading refuses the batch, naming
+A reading is stored exactly once per (device, seq): the whole post is stored inside one
+transaction, shared with other posts waiting at the same moment (``sensor_writer``), and the
+answer is sent only after that transaction committed. Validation is all-or-nothing: one bad reading refuses the batch, naming
 every bad row and field.
 """
 
@@ -41,7 +40,7 @@ from geoservice.errors import (
     Unauthorized,
 )
 from geoservice.features import iso
-from geoservice.sensor_writer import IngestWriter, Job, writer_lifespan
+from geoservice.sensor_writer import IngestWriter, Job, reading_row, writer_lifespan
 from geoservice.settings import ToiletSettings
 
 router = APIRouter(tags=["smart toilets"], lifespan=writer_lifespan)
@@ -343,24 +342,27 @@ def stall_states(batch: Batch) -> list[dict[str, Any]]:
 
 
 def make_job(device: Device, batch: Batch) -> Job:
-    """The post as toilet_ingest_many takes it: one JSON object (orjson, in C, serialises the
-    validated readings faster than any per-value parameter could be built)."""
+    """The post as the writer stores it: rows to COPY and the JSON its SQL functions take."""
     newest = batch.newest
-    payload = orjson.dumps(
+    begin = orjson.dumps(
         {
             "device": device.id,
             "facility": device.facility_id,
-            "readings": batch.readings,
             "seq_min": batch.seq_min,
             "seq_max": batch.seq_max,
             "stalls": stall_states(batch),
-            "newest": newest["observed_at"],
-            "nh3_ppm": newest.get("nh3_ppm"),
-            "humidity_pct": newest.get("humidity_pct"),
-            "battery_pct": newest.get("battery_pct"),
         }
     )
-    return Job(device.id, device.facility_id, payload, _months(batch.oldest, newest["observed_at"]))
+    status = {
+        "facility": device.facility_id,
+        "newest": newest["observed_at"].isoformat(),
+        "nh3_ppm": newest.get("nh3_ppm"),
+        "humidity_pct": newest.get("humidity_pct"),
+        "battery_pct": newest.get("battery_pct"),
+    }
+    rows = [reading_row(device.id, device.facility_id, r) for r in batch.readings]
+    months = _months(batch.oldest, newest["observed_at"])
+    return Job(device.id, device.facility_id, begin, rows, status, months)
 
 
 def _writer(request: Request) -> IngestWriter:

@@ -186,6 +186,17 @@ def test_alerts_each_with_since_and_cleaning_closes_them(env: Env) -> None:
         "/api/v1/sensors/readings", content=orjson.dumps(late), headers=auth(env.device_token)
     )
     assert env.client.get("/api/v1/toilets/toilet-a/status").json()["people_since_clean"] == 0
+    # one observed after it does, in the same post
+    both = {
+        "readings": [
+            reading(3, now - timedelta(seconds=26), people_count=40),
+            reading(4, people_count=3, at=datetime.now(UTC)),
+        ]
+    }
+    env.client.post(
+        "/api/v1/sensors/readings", content=orjson.dumps(both), headers=auth(env.device_token)
+    )
+    assert env.client.get("/api/v1/toilets/toilet-a/status").json()["people_since_clean"] == 3
     # good ratings lift the average: the low-rating alert closes
     for i in range(6):
         rate(env, "toilet-b", 5, f"g{i}")
