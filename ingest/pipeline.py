@@ -11,7 +11,8 @@ import hashlib
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,19 +85,22 @@ def run_ingest(
     mapping = options.mapping
     source_name = mapping.source or path.stem
     report = IngestReport(path=str(path), source=source_name, layer=mapping.layer)
-    try:
-        if path.is_file():
-            report.file_sha256 = file_sha256(path)
-        _run(conn, path, options, source_name, report, progress)
-    except IngestError as exc:
-        report.outcome = "failed"
-        report.reason = str(exc)
-    except _Rollback:
-        pass
-    except psycopg.Error as exc:
-        report.outcome = "failed"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        report.reason = f"the database refused the load, nothing written: {first}"
+    # the file's hash (a second or so for a large file) is taken beside the load, not before it
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-sha256") as pool:
+        digest = pool.submit(file_sha256, path) if path.is_file() else None
+        try:
+            _run(conn, path, options, source_name, report, progress)
+        except IngestError as exc:
+            report.outcome = "failed"
+            report.reason = str(exc)
+        except _Rollback:
+            pass
+        except psycopg.Error as exc:
+            report.outcome = "failed"
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            report.reason = f"the database refused the load, nothing written: {first}"
+        if digest is not None:
+            report.file_sha256 = digest.result()
     report.duration_s = time.monotonic() - started
     _record(conn, report)
     if report.outcome == "failed":
@@ -132,11 +136,13 @@ def _run(
     failed = False
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         fresh = load.begin(cur, source_name)
-        indexes = load.drop_secondary_indexes(cur, source.total)
-        writer = _Writer(cur, source_name, fresh=fresh, full=options.full)
+        # only a first load may be a bulk load (load.begin_bulk says when)
+        bulk = load.begin_bulk(cur, source.total) if fresh else None
+        queue_h3 = bulk is not None and bulk.queue_h3
+        writer = _Writer(cur)
         seen = _SeenIds()
         try:
-            for chunk in source.chunks(options.chunk_rows):
+            for chunk in _small_first(source.chunks(options.chunk_rows)):
                 records, rejected, chunk_failed = _chunk(
                     chunk, source, resolved, choice, options, source_name, report
                 )
@@ -144,7 +150,12 @@ def _run(
                 records, duplicated = seen.check(records, report)
                 failed = failed or chunk_failed or duplicated
                 if not failed or options.skip_invalid:
-                    writer.put(records, rejected)
+                    if fresh:
+                        writer.put(load.new_batch, records, source_name, queue_h3=queue_h3)
+                    else:
+                        # --full must not mark listed but rejected rows removed
+                        listed = [sid for sid, _ in rejected] if options.full else []
+                        writer.put(load.staging_batch, records, listed)
                 if progress is not None:
                     progress(report.read, source.total)
         except BaseException:
@@ -160,13 +171,15 @@ def _run(
                 "(fix them, or load the rest with --skip-invalid)"
             )
             raise _Rollback
-        report.inserted, report.updated = writer.counts.inserted, writer.counts.updated
-        report.unchanged = writer.counts.unchanged
+        counts = writer.counts if fresh else load.upsert_staged(cur, source_name)
+        report.inserted, report.updated = counts.inserted, counts.updated
+        report.unchanged = counts.unchanged
         report.removed = load.finish(cur, source_name, full=options.full and not fresh)
-        load.create_indexes(cur, indexes)
         if options.dry_run:
+            # rolling back restores a bulk load's indexes too: no need to build them
             report.outcome = "dry_run"
             raise _Rollback
+        load.end_bulk(cur, bulk)
         report.outcome = "ok"
 
 
@@ -205,55 +218,84 @@ class _SeenIds:
 
 
 class _Writer:
-    """Loads chunks on a thread of its own, so the database works while the next chunk is read.
+    """Builds batches on one thread and sends them on another, while the next chunk is read.
 
-    The queue holds at most two chunks: memory stays bounded however large the file.
+    Three stages, so the database never waits on Python between two COPYs: the reading thread
+    converts a chunk, the builder makes its CSV payloads (Arrow, mostly outside the GIL), the
+    writer COPYs them. A first load's batches go straight into facilities; otherwise they are
+    staged, and the caller upserts the whole staging table once the file is read. At most two
+    batches wait to be sent: memory stays bounded however large the file.
     """
 
-    def __init__(self, cur: psycopg.Cursor[Any], source: str, *, fresh: bool, full: bool) -> None:
+    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
         self.cur = cur
-        self.source = source
-        self.fresh = fresh
-        self.full = full
         self.counts = LoadCounts()
         self.error: BaseException | None = None
-        self.queue: queue.Queue[tuple[pd.DataFrame, list[tuple[str, int | None]]] | None] = (
-            queue.Queue(maxsize=2)
-        )
+        self.builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-builder")
+        self.queue: queue.Queue[Future[load.Batch] | None] = queue.Queue(maxsize=2)
         self.thread = threading.Thread(target=self._loop, name="ingest-writer", daemon=True)
         self.thread.start()
 
     def _loop(self) -> None:
-        while (item := self.queue.get()) is not None:
+        while (built := self.queue.get()) is not None:
             if self.error is not None:
+                built.cancel()
                 continue  # the run fails anyway: write nothing more
-            records, rejected = item
             try:
-                if self.fresh:
-                    counts = load.insert_new(self.cur, records, self.source)
-                else:
-                    counts = load.load_chunk(self.cur, records, self.source)
-                if self.full and not self.fresh:
-                    listed = records["source_id"].tolist() + [sid for sid, _ in rejected]
-                    load.mark_seen(self.cur, listed)
+                counts = load.send(self.cur, built.result())
             except BaseException as exc:  # handed to the reading thread, which re-raises it
                 self.error = exc
                 continue
             for name in ("staged", "inserted", "updated", "unchanged"):
                 setattr(self.counts, name, getattr(self.counts, name) + getattr(counts, name))
 
-    def put(self, records: pd.DataFrame, rejected: list[tuple[str, int | None]]) -> None:
-        """Queue a chunk (blocks while two are waiting)."""
+    def put(self, build: Callable[..., load.Batch], *args: Any, **kwargs: Any) -> None:
+        """Queue `build(*args, **kwargs)`'s batch (blocks while two are waiting)."""
         if self.error is not None:
             raise self.error
-        self.queue.put((records, rejected))
+        self.queue.put(self.builder.submit(build, *args, **kwargs))
 
     def close(self, *, quiet: bool = False) -> None:
-        """Wait for the queued chunks; re-raise the writer's error unless `quiet`."""
+        """Wait for the queued batches; re-raise the first error unless `quiet`."""
         self.queue.put(None)
         self.thread.join()
+        self.builder.shutdown(wait=True, cancel_futures=True)
         if self.error is not None and not quiet:
             raise self.error
+
+
+#: rows of the first piece of a file: the database starts on it while the rest is converted
+FIRST_PIECE_ROWS = 5_000
+
+
+def _small_first(chunks: Iterator[Chunk], rows: int = FIRST_PIECE_ROWS) -> Iterator[Chunk]:
+    """The chunks, the first one in pieces of doubling size (5,000, 10,000, 20,000, …).
+
+    Until its first rows arrive the database has nothing to do: small pieces first get it
+    going sooner, and each piece is converted while the one before it is written.
+    """
+    for number, chunk in enumerate(chunks):
+        n = len(chunk.frame)
+        if number > 0:
+            yield chunk
+            continue
+        start, size = 0, rows
+        while n - start > 2 * size:
+            yield _rows_of(chunk, start, start + size)
+            start, size = start + size, 2 * size
+        yield chunk if start == 0 else _rows_of(chunk, start, n)
+
+
+def _rows_of(chunk: Chunk, start: int, stop: int) -> Chunk:
+    """Rows start:stop of a chunk (a chunk of its own: index from 0)."""
+    part = slice(start, stop)
+    return Chunk(
+        chunk.frame.iloc[part].reset_index(drop=True),
+        None if chunk.geometry is None else chunk.geometry[part],
+        chunk.rows[part],
+        None if chunk.fids is None else chunk.fids[part],
+        None if chunk.xy is None else chunk.xy[part],
+    )
 
 
 def _chunk(
@@ -356,11 +398,11 @@ def _chunk(
             frame["_row"].to_numpy()[bad],
             strict=True,
         )
-        if sid is not None
+        if not pd.isna(sid)
     ]
     keep = ~bad
     records = transform.records(
-        frame.loc[keep].reset_index(drop=True),
+        frame if not bad.any() else frame.loc[keep].reset_index(drop=True),
         lon[keep],
         lat[keep],
         footprints[keep],

@@ -46,12 +46,17 @@ _GDAL_FORMATS = {"geojson", "gpkg", "shapefile", "flatgeobuf"}
 
 @dataclass
 class Chunk:
-    """Rows of a source: columns, geometries (or None), row numbers, feature ids."""
+    """Rows of a source: columns, geometries (or None), row numbers, feature ids.
+
+    When every geometry of the chunk is a plain 2D point, a reader may give their coordinates
+    as `xy` (n × 2) instead of shapely objects (`geometry` is then None).
+    """
 
     frame: pd.DataFrame
     geometry: np.ndarray | None
     rows: np.ndarray
     fids: np.ndarray | None = None
+    xy: np.ndarray | None = None
 
 
 @dataclass
@@ -210,16 +215,62 @@ def _read_gdal(source: Source, chunk_rows: int) -> Iterator[Chunk]:
                 )
                 keep = [n for n in names if n not in (geometry_name, fid_name)]
                 frame = batch.select(keep).to_pandas()
-                geometry = (
-                    shapely.from_wkb(wkb.to_numpy(zero_copy_only=False), on_invalid="ignore")
-                    if wkb is not None
-                    else np.full(len(frame), None, dtype=object)
-                )
+                xy = point_xy(wkb) if wkb is not None else None
+                geometry = None if xy is not None else _geometries(wkb, len(frame))
                 rows = np.arange(done + 1, done + len(frame) + 1, dtype=np.int64)
                 done += len(frame)
-                yield Chunk(frame, geometry, rows, None if fids is None else fids.astype(str))
+                yield Chunk(
+                    frame, geometry, rows, None if fids is None else fids.astype(str), xy=xy
+                )
     except _GDAL_READ_ERRORS as exc:
         raise _gdal_error(source.path, source.format, exc) from None
+
+
+def _geometries(wkb: pa.Array | None, n: int) -> np.ndarray:
+    """Shapely geometries of a WKB column (None where unreadable); all None without one."""
+    if wkb is None:
+        return np.full(n, None, dtype=object)
+    return np.asarray(
+        shapely.from_wkb(wkb.to_numpy(zero_copy_only=False), on_invalid="ignore"), dtype=object
+    )
+
+
+_WKB_POINT_LE = np.array([1, 1, 0, 0, 0], dtype=np.uint8)  # little-endian, type 1 (Point)
+
+
+def point_xy(wkb: pa.Array) -> np.ndarray | None:
+    """x/y (n × 2) of WKB geometries when every one is a plain little-endian 2D point, else None.
+
+    Points are by far the commonest facility geometry, and reading their 21 bytes with numpy
+    costs nothing next to building a million shapely objects only to ask them for x and y.
+    Anything else (nulls, other types, Z/M, big-endian, NaN coordinates that GEOS reads as an
+    empty point) is left to shapely.
+    """
+    if isinstance(wkb, pa.ChunkedArray):
+        if wkb.num_chunks != 1:
+            return None
+        wkb = wkb.chunk(0)
+    if isinstance(wkb, pa.ExtensionArray):
+        wkb = wkb.storage
+    n = len(wkb)
+    if (
+        n == 0
+        or wkb.null_count
+        or not (pa.types.is_binary(wkb.type) or pa.types.is_large_binary(wkb.type))
+    ):
+        return None
+    _, offsets_buffer, data_buffer = wkb.buffers()
+    offset_type = np.int64 if pa.types.is_large_binary(wkb.type) else np.int32
+    offsets = np.frombuffer(offsets_buffer, dtype=offset_type)[wkb.offset : wkb.offset + n + 1]
+    if not bool(np.all(np.diff(offsets) == 21)):
+        return None
+    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]].reshape(n, 21)
+    if not bool(np.all(data[:, :5] == _WKB_POINT_LE)):
+        return None
+    xy = np.ascontiguousarray(data[:, 5:]).view("<f8").astype(np.float64)
+    if bool(np.isnan(xy).any()):
+        return None
+    return xy
 
 
 # --- GeoParquet --------------------------------------------------------------------------------
@@ -263,11 +314,13 @@ def _read_parquet(source: Source, chunk_rows: int) -> Iterator[Chunk]:
     try:
         parquet = pq.ParquetFile(source.path)
         for batch in parquet.iter_batches(batch_size=chunk_rows):
-            wkb = batch.column(column).to_numpy(zero_copy_only=False)
+            wkb = batch.column(column)
             frame = batch.select([n for n in batch.schema.names if n != column]).to_pandas()
             rows = np.arange(done + 1, done + len(frame) + 1, dtype=np.int64)
             done += len(frame)
-            yield Chunk(frame, shapely.from_wkb(wkb, on_invalid="ignore"), rows)
+            xy = point_xy(wkb)
+            geometry = None if xy is not None else _geometries(wkb, len(frame))
+            yield Chunk(frame, geometry, rows, xy=xy)
     except (pa.ArrowException, OSError, shapely.errors.GEOSException) as exc:
         raise _gdal_error(source.path, "GeoParquet", exc) from None
 

@@ -8,13 +8,15 @@ a few million numpy operations, not a million Python calls.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import math
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import h3
+import h3.api.basic_int as h3_int
 import numpy as np
 import pandas as pd
 import shapely
@@ -22,7 +24,7 @@ import shapely
 import layers
 from geoservice.features import hours_valid
 from ingest import crs as crs_mod
-from ingest.load import RECORD_COLUMNS, content_hashes, facility_ids
+from ingest.load import content_hashes, facility_ids
 from ingest.mapping import FACILITY_FIELDS, Resolved
 from ingest.readers import MAX_FIELD_CHARS, Chunk
 from ingest.report import Issue, shown_value
@@ -37,18 +39,20 @@ def h3_cells(
     lat: np.ndarray, lon: np.ndarray, resolution: int = H3_STORED_RESOLUTION
 ) -> np.ndarray:
     """H3 cells (as int64) of points, exactly h3.latlng_to_cell."""
+    # h3's integer API: the same cells without making and parsing a million hex strings
     return np.fromiter(
-        (
-            h3.str_to_int(h3.latlng_to_cell(a, o, resolution))
-            for a, o in zip(lat.tolist(), lon.tolist(), strict=True)
-        ),
+        map(h3_int.latlng_to_cell, lat.tolist(), lon.tolist(), itertools.repeat(resolution)),
         dtype=np.int64,
         count=len(lat),
     )
 
 
-def text_column(values: pd.Series) -> pd.Series:
-    """A column as stripped text (object dtype); empty or missing → None."""
+def text_values(values: pd.Series) -> pd.Series:
+    """A column as stripped text in pandas' Arrow-backed str dtype; empty or missing → NaN.
+
+    Text stays in Arrow from the reader to the COPY: a round trip through Python objects cost
+    more than everything done with the values.
+    """
     if pd.api.types.is_float_dtype(values.dtype):
         finite = values.dropna()
         if len(finite) and bool(np.all(np.mod(finite.to_numpy(), 1) == 0)):
@@ -56,8 +60,13 @@ def text_column(values: pd.Series) -> pd.Series:
             values = values.astype("Int64")
     if pd.api.types.is_bool_dtype(values.dtype):
         values = values.astype(object)
-    text = values.astype("string").str.strip()
-    text = text.mask(text == "")
+    text = values.astype("str").str.strip()
+    return text.mask(text == "")
+
+
+def text_column(values: pd.Series) -> pd.Series:
+    """A column as stripped text (object dtype); empty or missing → None."""
+    text = text_values(values)
     return text.astype(object).where(text.notna(), None)
 
 
@@ -120,25 +129,30 @@ def to_canonical(chunk: Chunk, resolved: Resolved, *, canonical_source: bool) ->
         frame["layer"] = resolved.layer
     else:
         assert resolved.layer_column is not None
-        raw_layer = text_column(src[resolved.layer_column])
+        raw_layer = text_values(src[resolved.layer_column])
         known = set(layers.all_layers())
         lookup = {str(k).strip(): v for k, v in resolved.layer_values.items()}
         unique = pd.unique(raw_layer.dropna())
         resolved_values = {u: lookup.get(u, u if u in known else None) for u in unique.tolist()}
-        frame["layer"] = raw_layer.map(resolved_values).astype(object)
-        frame["layer"] = frame["layer"].where(frame["layer"].notna(), None)
+        # a few distinct values: map their codes, not every row's text
+        codes, uniques = pd.factorize(raw_layer)
+        mapped = np.array([resolved_values[u] for u in uniques.tolist()] + [None], dtype=object)
+        frame["layer"] = pd.Series(mapped[codes], dtype="str")
         for i in np.flatnonzero(frame["layer"].isna().to_numpy()).tolist():
             value = raw_layer.iat[i]
+            missing = not isinstance(value, str)
             reason = (
                 "missing layer"
-                if value is None
+                if missing
                 else f"unknown layer; known layers: {', '.join(sorted(known))}"
             )
-            issues.append(issue(frame, int(i), resolved.layer_column, value, reason))
+            issues.append(
+                issue(frame, int(i), resolved.layer_column, None if missing else value, reason)
+            )
 
     for name in FACILITY_FIELDS:
         column = resolved.field_columns.get(name)
-        frame[name] = text_column(src[column]) if column is not None else None
+        frame[name] = text_values(src[column]) if column is not None else None
 
     # attribute columns: attr.<name> holding raw (typed) values
     attribute_sources: dict[str, str] = {}
@@ -159,7 +173,7 @@ def to_canonical(chunk: Chunk, resolved: Resolved, *, canonical_source: bool) ->
     shapes = np.full(n, None, dtype=object)
     if resolved.x is not None and resolved.y is not None:
         for column, target in ((resolved.x, x), (resolved.y, y)):
-            raw = text_column(src[column])
+            raw = text_values(src[column])
             numbers = pd.to_numeric(raw, errors="coerce")
             target[:] = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
             for i in np.flatnonzero(raw.isna().to_numpy()).tolist():
@@ -175,25 +189,31 @@ def to_canonical(chunk: Chunk, resolved: Resolved, *, canonical_source: bool) ->
             for i in np.flatnonzero(raw.isna().to_numpy()).tolist():
                 issues.append(issue(frame, int(i), resolved.wkt, None, "missing geometry"))
             field = resolved.wkt
+        elif chunk.xy is not None:
+            # plain points read without shapely (readers.point_xy): none missing or empty
+            x[:] = chunk.xy[:, 0]
+            y[:] = chunk.xy[:, 1]
+            geoms = None
         else:
             geoms = chunk.geometry if chunk.geometry is not None else np.full(n, None)
             field = "geometry"
             for i in np.flatnonzero(pd.isna(geoms)).tolist():
                 issues.append(issue(frame, int(i), field, None, "missing geometry"))
-        geoms = np.asarray(geoms, dtype=object)
-        present = ~pd.isna(geoms)
-        empty = np.zeros(n, dtype=bool)
-        empty[present] = shapely.is_empty(geoms[present].astype(object))
-        for i in np.flatnonzero(empty).tolist():
-            issues.append(issue(frame, int(i), field, "EMPTY", "empty geometry"))
-        usable = present & ~empty
-        kinds = np.full(n, -1)
-        kinds[usable] = shapely.get_type_id(geoms[usable])
-        is_point = kinds == 0
-        x[is_point] = shapely.get_x(geoms[is_point])
-        y[is_point] = shapely.get_y(geoms[is_point])
-        other = usable & ~is_point
-        shapes[other] = geoms[other]
+        if geoms is not None:
+            geoms = np.asarray(geoms, dtype=object)
+            present = ~pd.isna(geoms)
+            empty = np.zeros(n, dtype=bool)
+            empty[present] = shapely.is_empty(geoms[present].astype(object))
+            for i in np.flatnonzero(empty).tolist():
+                issues.append(issue(frame, int(i), field, "EMPTY", "empty geometry"))
+            usable = present & ~empty
+            kinds = np.full(n, -1)
+            kinds[usable] = shapely.get_type_id(geoms[usable])
+            is_point = kinds == 0
+            x[is_point] = shapely.get_x(geoms[is_point])
+            y[is_point] = shapely.get_y(geoms[is_point])
+            other = usable & ~is_point
+            shapes[other] = geoms[other]
     labels = (
         text_column(src[resolved.crs_label]).to_numpy(dtype=object)
         if resolved.crs_label is not None
@@ -259,31 +279,58 @@ def attribute_json(frame: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, l
         names = [a for a in layer.attributes.model_fields if f"attr.{a}" in frame.columns]
         if not names:
             continue
-        columns = [
-            [_plain(v) for v in frame[f"attr.{a}"].to_numpy(dtype=object)[positions]] for a in names
-        ]
-        combos = list(zip(*columns, strict=True))
-        codes, uniques = pd.factorize(pd.Series(combos, dtype=object), use_na_sentinel=False)
-        texts = np.empty(len(uniques), dtype=object)
-        failures: dict[int, list[tuple[str, str]]] = {}
-        for u, combo in enumerate(uniques):
+        # each column's distinct values, made plain once; then the distinct combinations
+        codes = np.empty((len(positions), len(names)), dtype=np.int64)
+        plain: list[list[Any]] = []
+        for j, a in enumerate(names):
+            column_codes, values = _plain_codes(frame[f"attr.{a}"].take(positions))
+            codes[:, j] = column_codes
+            plain.append(values)
+        combos, inverse = _distinct_rows(codes, [len(v) for v in plain])
+        texts = np.empty(len(combos), dtype=object)
+        failures: dict[int, tuple[list[tuple[str, str]], tuple[Any, ...]]] = {}
+        for u, combo_codes in enumerate(combos.tolist()):
+            combo = tuple(plain[j][c] for j, c in enumerate(combo_codes))
             raw = {a: v for a, v in zip(names, combo, strict=True) if v is not None}
             errors = layer.attribute_errors(raw)
             if errors:
-                failures[u] = errors
+                failures[u] = (errors, combo)
                 texts[u] = None
             else:
                 texts[u] = json.dumps(
                     layer.validate_attributes(raw), ensure_ascii=False, sort_keys=True
                 )
-        out[positions] = texts[codes]
-        for u, errors in failures.items():
-            combo = uniques[u]
-            for p in positions[codes == u].tolist():
+        out[positions] = texts[inverse]
+        for u, (errors, combo) in failures.items():
+            for p in positions[inverse == u].tolist():
                 for field, reason in errors:
                     value = combo[names.index(field)] if field in names else None
                     issues.append(issue(frame, int(p), f"attributes.{field}", value, reason))
     return out, issues
+
+
+def _distinct_rows(codes: np.ndarray, sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of a code matrix (codes[:, j] < sizes[j]) and each row's position there.
+
+    One int64 key per row (mixed radix) hashed by pandas: sorting rows (np.unique(axis=0)) cost
+    more than the attribute validation it served.
+    """
+    radix = np.cumprod([1, *sizes[:0:-1]])[::-1]
+    if math.prod(sizes) >= 2**62:
+        combos, inverse = np.unique(codes, axis=0, return_inverse=True)
+        return combos, inverse.reshape(-1)
+    inverse, keys = pd.factorize(codes @ radix)
+    combos = (np.asarray(keys)[:, None] // radix) % np.asarray(sizes)
+    return combos, inverse
+
+
+def _plain_codes(values: pd.Series) -> tuple[np.ndarray, list[Any]]:
+    """Codes of a column's values and the plain value (`_plain`) of each code."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    plain = [_plain(v) for v in uniques.tolist()]
+    # distinct raw values may be one plain value (" yes" and "yes", NaN and None)
+    merged, distinct = pd.factorize(pd.Series(plain, dtype=object), use_na_sentinel=False)
+    return merged[codes], [_plain(v) for v in distinct.tolist()]  # NaN there stood for None
 
 
 def opening_hours(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
@@ -296,19 +343,22 @@ def opening_hours(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     return normalised, bad
 
 
+def _per_value(values: pd.Series, convert: Callable[[Any], Any]) -> pd.Series:
+    """`convert` of each row's value, called once per distinct value; missing → None."""
+    codes, uniques = pd.factorize(values)
+    converted = np.array([*(convert(u) for u in uniques.tolist()), None], dtype=object)
+    return pd.Series(converted[codes], index=values.index, dtype=object)
+
+
 def tristate(values: pd.Series) -> pd.Series:
     """Yes/no text → True/False; anything else → None (unknown)."""
-    unique = pd.unique(values.dropna())
-    parsed = {v: layers.parse_tristate(v) for v in unique.tolist()}
-    mapped = values.map(parsed).astype(object)
-    return mapped.where(mapped.notna(), None)
+    return _per_value(values, layers.parse_tristate)
 
 
 def verified_times(values: pd.Series, timezone: str) -> tuple[pd.Series, np.ndarray]:
     """Timestamps (ISO text, UTC) from mixed date text; unparseable → None (and flagged)."""
-    unique = pd.unique(values.dropna()).tolist()
-    parsed: dict[Any, str | None] = {}
-    for v in unique:
+
+    def parse(v: Any) -> str | None:
         try:
             stamp = (
                 pd.Timestamp(v)
@@ -316,16 +366,14 @@ def verified_times(values: pd.Series, timezone: str) -> tuple[pd.Series, np.ndar
                 else pd.to_datetime(v, dayfirst=True)
             )
         except (ValueError, TypeError, OverflowError):
-            parsed[v] = None
-            continue
+            return None
         if pd.isna(stamp):
-            parsed[v] = None
-            continue
+            return None
         if stamp.tzinfo is None:
             stamp = stamp.tz_localize(timezone)
-        parsed[v] = stamp.tz_convert("UTC").isoformat()
-    out = values.map(parsed).astype(object)
-    out = out.where(out.notna(), None)
+        return str(stamp.tz_convert("UTC").isoformat())
+
+    out = _per_value(values, parse)
     bad = (values.notna() & out.isna()).to_numpy()
     return out, bad
 
@@ -340,30 +388,46 @@ def records(
     source: str,
 ) -> pd.DataFrame:
     """Canonical records (load.RECORD_COLUMNS + row_no) of already validated rows."""
-    out = pd.DataFrame(index=frame.index)
-    out["source_id"] = frame["source_id"].to_numpy(dtype=object)
-    for name in ("layer", "name", "name_en", "address", "phone", "website"):
-        out[name] = frame[name].to_numpy(dtype=object)
-    out["opening_hours"] = frame["opening_hours_norm"].to_numpy(dtype=object)
-    out["opening_hours_raw"] = frame["opening_hours"].to_numpy(dtype=object)
-    out["accessible"] = frame["accessible_bool"].to_numpy(dtype=object)
-    out["status"] = frame["status"].fillna("active").to_numpy(dtype=object)
-    out["status_reason"] = frame["status_reason"].to_numpy(dtype=object)
-    out["attributes"] = attributes
-    out["lon"] = lon
-    out["lat"] = lat
-    footprint_hex = np.full(len(frame), None, dtype=object)
+    n = len(frame)
+
+    def column(name: str) -> Any:
+        # Arrow-backed text is handed on as it is (no conversion); anything else as objects
+        values = frame[name]
+        return (
+            values.array
+            if isinstance(values.dtype, pd.StringDtype)
+            else values.to_numpy(dtype=object)
+        )
+
+    footprint_hex = np.full(n, None, dtype=object)
     has = ~pd.isna(footprints)
     if has.any():
         with_srid = shapely.set_srid(footprints[has], 4326)
         footprint_hex[has] = shapely.to_wkb(with_srid, hex=True, include_srid=True)
-    out["footprint"] = footprint_hex
-    out["h3_15"] = h3_cells(lat, lon)
-    out["verified_at"] = frame["verified_at_iso"].to_numpy(dtype=object)
-    out["id"] = facility_ids(source, out["source_id"].tolist())
-    out["row_no"] = frame["_row"].to_numpy()
+    source_ids = column("source_id")
+    data: dict[str, Any] = {
+        "id": facility_ids(source, frame["source_id"].tolist()),
+        "source_id": source_ids,
+        **{
+            name: column(name)
+            for name in ("layer", "name", "name_en", "address", "phone", "website")
+        },
+        "opening_hours": column("opening_hours_norm"),
+        "opening_hours_raw": column("opening_hours"),
+        "accessible": frame["accessible_bool"].to_numpy(dtype=object),
+        "status": frame["status"].fillna("active").array,
+        "status_reason": column("status_reason"),
+        "attributes": attributes,
+        "lon": lon,
+        "lat": lat,
+        "footprint": footprint_hex,
+        "h3_15": h3_cells(lat, lon),
+        "verified_at": frame["verified_at_iso"].to_numpy(dtype=object),
+        "row_no": frame["_row"].to_numpy(),
+    }
+    out = pd.DataFrame(data, index=pd.RangeIndex(n))
     out["content_hash"] = content_hashes(out)
-    return out.loc[:, [*RECORD_COLUMNS, "row_no", "content_hash"]]
+    return out
 
 
 __all__ = [
@@ -378,6 +442,7 @@ __all__ = [
     "opening_hours",
     "records",
     "text_column",
+    "text_values",
     "to_canonical",
     "tristate",
     "verified_times",

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import prcoords
+import pyarrow as pa
 import pytest
+import shapely
 
 from ingest.crs import parse_crs, parse_label, to_wgs84
-from ingest.load import facility_id, facility_ids
+from ingest.load import facility_id, facility_ids, point_ewkb
 from ingest.mapping import Mapping, load_mapping, resolve
-from ingest.readers import detect_format, parse_hstore
+from ingest.pipeline import _small_first
+from ingest.readers import Chunk, detect_format, parse_hstore, point_xy
 from ingest.report import IngestError
-from ingest.transform import normalised_name, text_column
+from ingest.transform import (
+    _distinct_rows,
+    attribute_json,
+    normalised_name,
+    text_column,
+    text_values,
+)
 
 
 @pytest.mark.parametrize(
@@ -128,3 +138,93 @@ def test_detect_format(tmp_path: Path) -> None:
     fake.write_text("not a geopackage")
     with pytest.raises(IngestError, match="not a valid GeoPackage"):
         detect_format(fake)
+
+
+def test_text_values_are_text_column_in_arrow() -> None:
+    for values in (
+        pd.Series([60001449.0, None, 3.0]),
+        pd.Series([" a ", "", None]),
+        pd.Series([1, "a", None, 2.5, True], dtype=object),
+        pd.Series([True, False]),
+        pd.Series([None, None], dtype=object),
+    ):
+        text = text_values(values)
+        assert isinstance(text.dtype, pd.StringDtype)
+        assert text.astype(object).where(text.notna(), None).tolist() == (
+            text_column(values).tolist()
+        )
+
+
+def test_point_ewkb_is_what_shapely_writes() -> None:
+    rng = np.random.default_rng(7)
+    lon = np.r_[rng.uniform(-180, 180, 500), 0.0, -0.0, 114.123456789012]
+    lat = np.r_[rng.uniform(-90, 90, 500), 90.0, -90.0, 22.5]
+    expected = shapely.to_wkb(
+        shapely.set_srid(shapely.points(lon, lat), 4326), hex=True, include_srid=True
+    )
+    assert point_ewkb(lon, lat).astype(str).tolist() == expected.tolist()
+
+
+def test_point_xy_reads_plain_points_and_leaves_the_rest_to_shapely() -> None:
+    points = shapely.points([[114.1, 22.5], [-0.5, 51.25], [1e-9, -89.0]])
+    xy = point_xy(pa.array(shapely.to_wkb(points), pa.binary()))
+    assert xy is not None and xy.tolist() == shapely.get_coordinates(points).tolist()
+    # a slice of a larger array (offsets not starting at 0)
+    sliced = pa.array(shapely.to_wkb(points), pa.large_binary()).slice(1, 2)
+    assert point_xy(sliced) is not None and point_xy(sliced).tolist() == [  # type: ignore[union-attr]
+        [-0.5, 51.25],
+        [1e-9, -89.0],
+    ]
+    for others in (
+        [shapely.Point(1, 2), shapely.LineString([(0, 0), (1, 1)])],
+        [shapely.Point(1, 2), shapely.Point(1, 2, 3)],  # Z
+        [shapely.Point(1, 2), shapely.Point()],  # empty: NaN coordinates
+        [shapely.Point(1, 2), None],
+    ):
+        wkb = pa.array([None if g is None else shapely.to_wkb(g) for g in others], pa.binary())
+        assert point_xy(wkb) is None
+    big_endian = pa.array([shapely.to_wkb(shapely.Point(1, 2), byte_order=0)], pa.binary())
+    assert point_xy(big_endian) is None
+
+
+def test_distinct_rows() -> None:
+    rng = np.random.default_rng(3)
+    for sizes in ([4], [3, 5], [2, 7, 4]):
+        codes = np.stack([rng.integers(0, size, 500) for size in sizes], axis=1)
+        combos, inverse = _distinct_rows(codes, sizes)
+        assert (combos[inverse] == codes).all()
+        assert len(np.unique(combos, axis=0)) == len(combos)
+
+
+def test_attribute_json_validates_each_distinct_plain_value_once() -> None:
+    frame = pd.DataFrame({
+        "_row": [2, 3, 4, 5, 6, 7],
+        "_fid": [None] * 6,
+        "layer": ["toilet", "toilet", "toilet", "school", "toilet", "toilet"],
+        "attr.baby_change": [" yes", "yes", None, "yes", "maybe", np.nan],
+        "attr.stalls_female": [3.0, 3.0, np.nan, np.nan, 2.0, 500.0],
+    })  # fmt: skip
+    texts, issues = attribute_json(frame, np.arange(6))
+    assert [json.loads(t) if t is not None else None for t in texts] == [
+        {"baby_change": True, "stalls_female": 3},
+        {"baby_change": True, "stalls_female": 3},
+        {},
+        {},  # schools have neither attribute
+        {"stalls_female": 2},  # "maybe" is unknown: left out
+        None,
+    ]
+    assert [(i.row, i.field, i.value) for i in issues] == [(7, "attributes.stalls_female", "500.0")]
+
+
+def test_small_first_splits_only_the_first_chunk() -> None:
+    def chunk(n: int, first_row: int) -> Chunk:
+        rows = np.arange(first_row, first_row + n)
+        return Chunk(pd.DataFrame({"v": rows}), None, rows, None, np.zeros((n, 2)))
+
+    pieces = list(_small_first(iter([chunk(100_000, 1), chunk(7, 100_001)])))
+    assert [len(p.frame) for p in pieces] == [5_000, 10_000, 20_000, 65_000, 7]
+    assert np.concatenate([p.rows for p in pieces]).tolist() == list(range(1, 100_008))
+    for piece in pieces:
+        assert piece.frame.index.equals(pd.RangeIndex(len(piece.frame)))
+        assert piece.frame["v"].tolist() == piece.rows.tolist()
+    assert [len(p.frame) for p in _small_first(iter([chunk(9_000, 1)]))] == [9_000]

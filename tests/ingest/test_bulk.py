@@ -1,0 +1,217 @@
+"""The bulk path (a large first load into an empty table) stores exactly what the incremental
+path stores, leaves the schema exactly as the migrations made it, and stays atomic."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psycopg
+import pytest
+
+from ingest import load
+from ingest.pipeline import IngestFailed
+from ingest.sample import write_scaled
+from tests.ingest.conftest import Ingest
+from tests.ingest.util import checksum, rows
+
+ROWS = 3_000
+
+#: the stored rows, without the timestamps a load sets
+FACILITY_ROWS = """
+SELECT id, layer, name, name_en, address, phone, website, opening_hours, opening_hours_raw,
+       accessible, status, status_reason, source, source_id, attributes::text AS attributes,
+       ST_AsEWKT(geom) AS geom, ST_AsEWKT(footprint) AS footprint, h3_15, content_hash,
+       verified_at
+FROM facilities ORDER BY id
+"""
+
+SCHEMA = {
+    "indexes": "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'facilities' "
+    "ORDER BY indexname",
+    "constraints": "SELECT conname, pg_get_constraintdef(oid) AS definition FROM pg_constraint "
+    "WHERE conrelid = 'facilities'::regclass ORDER BY conname",
+    "triggers": "SELECT tgname, tgenabled::text AS enabled FROM pg_trigger "
+    "WHERE tgrelid = 'facilities'::regclass AND NOT tgisinternal ORDER BY tgname",
+}
+
+#: the object ids of the table's indexes: a bulk load re-creates them (new ids)
+INDEX_OIDS = """
+SELECT c.relname AS name, c.oid::bigint AS oid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+WHERE i.indrelid = 'facilities'::regclass ORDER BY 1
+"""
+
+
+NEAR = """
+SELECT id FROM facilities
+WHERE ST_DWithin(geom::geography, ST_MakePoint(114.12, 22.55)::geography, 300) ORDER BY id
+"""
+NEAREST = """
+SELECT id FROM facilities WHERE layer = 'toilet'
+ORDER BY geom <-> ST_SetSRID(ST_MakePoint(114.12, 22.55), 4326) LIMIT 5
+"""
+
+
+@pytest.fixture(scope="module")
+def scale_gpkg(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_scaled(tmp_path_factory.mktemp("bulk"), ROWS)["gpkg"]
+
+
+@pytest.fixture
+def bulk_loads(monkeypatch: pytest.MonkeyPatch) -> list[load.BulkLoad | None]:
+    """Make a few thousand rows a bulk load; what each load's `begin_bulk` decided."""
+    monkeypatch.setattr(load, "BULK_LOAD_MIN_ROWS", 100)
+    decided: list[load.BulkLoad | None] = []
+    begin_bulk = load.begin_bulk
+
+    def spy(*args: Any, **kwargs: Any) -> load.BulkLoad | None:
+        decided.append(begin_bulk(*args, **kwargs))
+        return decided[-1]
+
+    monkeypatch.setattr(load, "begin_bulk", spy)
+    return decided
+
+
+def _schema(url: str) -> dict[str, list[dict[str, Any]]]:
+    return {name: rows(url, query) for name, query in SCHEMA.items()}
+
+
+def _index_oids(url: str) -> dict[str, int]:
+    return {r["name"]: r["oid"] for r in rows(url, INDEX_OIDS)}
+
+
+def _queued(url: str) -> list[str]:
+    return [r["facility_id"] for r in rows(url, "SELECT facility_id FROM h3_pending ORDER BY 1")]
+
+
+def _load(ingest: Ingest, url: str, path: Path, **options: Any) -> Any:
+    return ingest(url, path, layer_field="layer", source="scale", **options)
+
+
+def test_bulk_load_stores_what_the_incremental_load_stores(
+    make_db: Callable[[], str],
+    ingest: Ingest,
+    tmp_path: Path,
+    scale_gpkg: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    incremental, staged, bulk = make_db(), make_db(), make_db()
+    schema, oids = _schema(bulk), _index_oids(bulk)
+
+    # incremental: COPYed straight in, every index maintained row by row
+    report = _load(ingest, incremental, scale_gpkg)
+    assert (report.inserted, report.rejected) == (ROWS, 0)
+    assert _index_oids(incremental) == oids
+    # staged: the source has facilities already, so the file goes through the upsert
+    head = tmp_path / "head.csv"
+    pd.read_csv(scale_gpkg.with_suffix(".csv"), dtype=str).head(10).to_csv(head, index=False)
+    _load(ingest, staged, head, x="lon", y="lat")
+    report = _load(ingest, staged, scale_gpkg)
+    assert (report.inserted, report.unchanged) == (ROWS - 10, 10)
+    # bulk: indexes built once at the end
+    monkeypatch.setattr(load, "BULK_LOAD_MIN_ROWS", 100)
+    report = _load(ingest, bulk, scale_gpkg)
+    assert (report.inserted, report.rejected) == (ROWS, 0)
+
+    # the bulk path did run: every secondary index and the unique constraint were rebuilt...
+    rebuilt = {name for name, oid in _index_oids(bulk).items() if oids[name] != oid}
+    assert rebuilt == set(oids) - {"facilities_pkey"}
+    # ...and put back exactly as the migrations define them, the H3 trigger enabled again
+    assert _schema(bulk) == _schema(incremental) == _schema(staged) == schema
+    assert rows(bulk, FACILITY_ROWS) == rows(incremental, FACILITY_ROWS)
+    assert rows(bulk, FACILITY_ROWS) == rows(staged, FACILITY_ROWS)
+    assert len(_queued(bulk)) == ROWS
+    assert _queued(bulk) == _queued(incremental) == _queued(staged)
+    # the rebuilt indexes answer what the maintained ones answer
+    for query in (NEAR, NEAREST):
+        assert rows(bulk, query) == rows(incremental, query)
+
+    # re-ingesting the unchanged file writes nothing on any path's store
+    for url in (bulk, incremental, staged):
+        again = _load(ingest, url, scale_gpkg, chunk_rows=700)
+        assert (again.inserted, again.updated, again.unchanged) == (0, 0, ROWS)
+
+
+def test_invalid_row_on_the_bulk_path_leaves_the_store_unchanged(
+    fresh_db: str,
+    ingest: Ingest,
+    tmp_path: Path,
+    scale_gpkg: Path,
+    bulk_loads: list[load.BulkLoad | None],
+) -> None:
+    frame = pd.read_csv(scale_gpkg.with_suffix(".csv"), dtype=str)
+    frame.loc[ROWS - 10, "lon"] = "east"  # one bad row near the end: after most were written
+    broken = tmp_path / "broken.csv"
+    frame.to_csv(broken, index=False)
+    schema, oids, before = _schema(fresh_db), _index_oids(fresh_db), checksum(fresh_db)
+
+    with pytest.raises(IngestFailed) as failed:
+        _load(ingest, fresh_db, broken, x="lon", y="lat", chunk_rows=500)
+    report = failed.value.report
+    assert report.rejected == 1
+    assert bulk_loads[0] is not None and bulk_loads[0].indexes and bulk_loads[0].queue_h3
+    assert [(i.row, i.reason) for i in report.error_issues] == [(ROWS - 8, "not a number")]
+    assert checksum(fresh_db) == before
+    assert _schema(fresh_db) == schema and _index_oids(fresh_db) == oids
+    assert _queued(fresh_db) == []
+
+    dry = _load(ingest, fresh_db, scale_gpkg, dry_run=True)
+    assert (dry.outcome, dry.inserted) == ("dry_run", ROWS)
+    assert bulk_loads[1] is not None
+    assert checksum(fresh_db) == before
+    assert _schema(fresh_db) == schema and _index_oids(fresh_db) == oids
+
+
+def test_no_bulk_load_when_the_table_holds_facilities(
+    fresh_db: str,
+    ingest: Ingest,
+    scale_gpkg: Path,
+    sample_dir: Path,
+    bulk_loads: list[load.BulkLoad | None],
+) -> None:
+    ingest(fresh_db, sample_dir / "toilet.geojson", layer="toilet", source="sample")
+    oids = _index_oids(fresh_db)
+    report = _load(ingest, fresh_db, scale_gpkg)
+    assert report.inserted == ROWS
+    assert bulk_loads[-1] is None  # (the sample, into the empty table, was one)
+    # readers of the sample's toilets were never locked out: the indexes were kept
+    assert _index_oids(fresh_db) == oids
+
+
+def test_bulk_load_with_facilities_already_queued_for_h3(
+    fresh_db: str, ingest: Ingest, scale_gpkg: Path, bulk_loads: list[load.BulkLoad | None]
+) -> None:
+    # a deleted facility's cells not yet recounted: the queue is not empty, so the load keeps
+    # the trigger (which merges with what is queued) rather than COPYing into the queue
+    with_deleted = rows(
+        fresh_db, "INSERT INTO h3_pending (facility_id) VALUES ('deleted') RETURNING facility_id"
+    )
+    assert with_deleted
+    oids = _index_oids(fresh_db)
+    report = _load(ingest, fresh_db, scale_gpkg)
+    assert report.inserted == ROWS
+    assert bulk_loads[0] is not None and not bulk_loads[0].queue_h3
+    assert _index_oids(fresh_db)["facilities_geog_idx"] != oids["facilities_geog_idx"]
+    stored = [r["id"] for r in rows(fresh_db, "SELECT id FROM facilities")]
+    assert sorted(_queued(fresh_db)) == sorted([*stored, "deleted"])
+    assert rows(fresh_db, SCHEMA["triggers"]) == [
+        {"tgname": name, "enabled": "O"}
+        for name in ("facilities_h3_delete", "facilities_h3_insert", "facilities_h3_update")
+    ]
+
+
+def test_a_reader_holding_the_table_makes_it_an_ordinary_load(
+    fresh_db: str, ingest: Ingest, scale_gpkg: Path, bulk_loads: list[load.BulkLoad | None]
+) -> None:
+    oids = _index_oids(fresh_db)
+    with psycopg.connect(fresh_db) as reader:
+        # a reader in the middle of a transaction that read facilities: its share lock stays
+        reader.execute("SELECT count(*) FROM facilities").fetchone()
+        report = _load(ingest, fresh_db, scale_gpkg)
+        assert report.inserted == ROWS
+        assert bulk_loads == [None]  # no waiting for the reader: indexes kept, rows COPYed in
+        reader.rollback()
+    assert _index_oids(fresh_db) == oids
+    assert len(rows(fresh_db, FACILITY_ROWS)) == len(_queued(fresh_db)) == ROWS
