@@ -2,7 +2,7 @@
 
 Every post waits for the commit of the transaction that stored it before it is answered, so
 nothing acknowledged can be lost; what is shared is the round trips and the commit. A few
-writer tasks per process, each with its own connection, take the posts waiting in a queue
+writer threads per process, each with its own connection, take the posts waiting in a queue
 (never two of one device in one group, so each post's counts stay its own), sort them by
 toilet (every transaction locks toilets' status rows in the same order: no deadlocks) and
 store them in one transaction (functions of migration 0006):
@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -40,10 +41,12 @@ from geoservice.settings import Settings
 
 logger = logging.getLogger("servicemap")
 
-#: writer tasks (connections) per process: one group can commit while the next one forms
+#: writer threads (connections) per process: one group can commit while the next one forms
 WRITERS = 2
 #: most posts in one transaction
 MAX_GROUP = 32
+#: how long closing waits for a writer to finish its group (statements are bounded anyway)
+CLOSE_TIMEOUT_S = 30.0
 
 _BEGIN = "SELECT toilet_ingest_begin(%s::jsonb, %s::integer, %s::integer) AS state"
 _END = "SELECT toilet_ingest_end(%s::jsonb, %s::float8, %s::bigint)"
@@ -91,46 +94,62 @@ class Job:
 
 
 class IngestWriter:
-    """Stores sensor posts in shared transactions; `submit` answers after the commit."""
+    """Stores sensor posts in shared transactions; `submit` answers after the commit.
+
+    The writers are threads with blocking connections, not tasks of the event loop: a group's
+    transaction takes four round trips, and a task would wait at each of them behind every
+    request the loop is validating meanwhile (milliseconds each), while a thread resumes as
+    soon as the database answers (libpq waits without holding the GIL).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._pending: deque[Job] = deque()
-        self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._connections: list[psycopg.AsyncConnection[dict[str, Any]] | None] = []
+        self._ready = threading.Condition()
+        self._closing = False
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: months whose readings partition is known to exist
         self.partitions: set[date] = set()
 
     def start(self) -> None:
-        """Start the writer tasks (inside the app's event loop)."""
-        self._connections = [None] * WRITERS
-        self._tasks = [asyncio.create_task(self._run(i)) for i in range(WRITERS)]
+        """Start the writer threads (called from the app's event loop)."""
+        self._loop = asyncio.get_running_loop()
+        self._closing = False
+        self._threads = [
+            threading.Thread(target=self._run, name=f"sensor-writer-{i}", daemon=True)
+            for i in range(WRITERS)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     async def close(self) -> None:
-        """Stop the writers; posts still waiting fail (their clients retry)."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for conn in self._connections:
-            if conn is not None:
-                await conn.close()
-        while self._pending:
-            job = self._pending.popleft()
+        """Stop the writers once their current group is stored; posts still waiting fail
+        (their clients retry)."""
+        with self._ready:
+            self._closing = True
+            self._ready.notify_all()
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join, CLOSE_TIMEOUT_S)
+        self._threads = []
+        with self._ready:
+            waiting = list(self._pending)
+            self._pending.clear()
+        for job in waiting:
             if not job.future.done():
                 job.future.set_exception(psycopg.OperationalError("the service is shutting down"))
 
     async def submit(self, job: Job) -> int:
         """Queue a post and wait until it is committed; the readings newly stored."""
-        if not self._tasks:
+        if not self._threads:
             self.start()
-        self._pending.append(job)
-        self._wake.set()
+        with self._ready:
+            self._pending.append(job)
+            self._ready.notify()
         return await job.future
 
     def _take_group(self) -> list[Job]:
+        """Up to MAX_GROUP waiting posts, never two of one device (holding the condition)."""
         group: list[Job] = []
         devices: set[int] = set()
         later: list[Job] = []
@@ -143,110 +162,125 @@ class IngestWriter:
                 group.append(job)
         # a device's later posts keep their place at the front, in order
         self._pending.extendleft(reversed(later))
-        if not self._pending:
-            self._wake.clear()
         return group
 
-    async def _run(self, index: int) -> None:
-        while True:
-            await self._wake.wait()
-            group = self._take_group()
-            if not group:
-                continue
-            try:
-                await self._store(index, group)
-            except asyncio.CancelledError:
-                for job in group:
-                    if not job.future.done():
-                        job.future.set_exception(psycopg.OperationalError("shutting down"))
-                raise
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting post
-                for job in group:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
+    def _settle(self, job: Job, result: int | None, error: BaseException | None) -> None:
+        """Answer a post from a writer thread (futures belong to the event loop)."""
 
-    async def _connection(self, index: int) -> psycopg.AsyncConnection[dict[str, Any]]:
-        conn = self._connections[index]
-        if conn is not None and not conn.closed and not conn.broken:
-            return conn
+        def settle() -> None:
+            if job.future.done():
+                return
+            if error is not None:
+                job.future.set_exception(error)
+            else:
+                job.future.set_result(result or 0)
+
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is already closed: nobody waits
+            self._loop.call_soon_threadsafe(settle)
+
+    def _run(self) -> None:
+        conn: psycopg.Connection[dict[str, Any]] | None = None
+        try:
+            while True:
+                with self._ready:
+                    while not self._pending and not self._closing:
+                        self._ready.wait()
+                    if self._closing:
+                        return
+                    group = self._take_group()
+                try:
+                    if conn is None or conn.closed or conn.broken:
+                        conn = self._connect()
+                    for job, result in self._store(conn, group):
+                        self._settle(job, *result)
+                except Exception as exc:  # noqa: BLE001 - handed to every waiting post
+                    if isinstance(exc, psycopg.OperationalError) and conn is not None:
+                        conn.close()
+                        conn = None
+                    for job in group:
+                        self._settle(job, None, exc)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _connect(self) -> psycopg.Connection[dict[str, Any]]:
         db = self.settings.db
-        conn = await psycopg.AsyncConnection.connect(
+        return psycopg.connect(
             libpq_url(database_url(db)),
             autocommit=True,
             row_factory=dict_row,
             connect_timeout=5,
             options=f"-c statement_timeout={db.statement_timeout_ms} -c TimeZone=UTC",
         )
-        self._connections[index] = conn
-        return conn
 
-    async def _store(self, index: int, group: list[Job]) -> None:
+    def _store(
+        self, conn: psycopg.Connection[dict[str, Any]], group: list[Job]
+    ) -> list[tuple[Job, tuple[int | None, BaseException | None]]]:
+        """Each post with (readings newly stored, None) or (None, the error refusing it)."""
+        self._ensure_partitions(conn, set().union(*(job.months for job in group)))
         try:
-            conn = await self._connection(index)
-            await self._ensure_partitions(conn, set().union(*(job.months for job in group)))
-            results = await self._call(conn, group)
-        except psycopg.OperationalError:
-            self._connections[index] = None
-            raise
+            accepted = self._call(conn, group)
         except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ProgramLimitExceeded):
             if len(group) == 1:
                 raise
             # one post spoilt the group: store the others one by one
+            outcomes: list[tuple[Job, tuple[int | None, BaseException | None]]] = []
             for job in group:
                 try:
-                    job.future.set_result((await self._call(conn, [job]))[0])
-                except psycopg.Error as exc:
-                    job.future.set_exception(exc)
-            return
-        for job, accepted in zip(group, results, strict=True):
-            job.future.set_result(accepted)
+                    outcomes.append((job, (self._call(conn, [job])[0], None)))
+                except (
+                    psycopg.errors.InsufficientPrivilege,
+                    psycopg.errors.ProgramLimitExceeded,
+                ) as exc:
+                    outcomes.append((job, (None, exc)))
+            return outcomes
+        return [(job, (n, None)) for job, n in zip(group, accepted, strict=True)]
 
-    async def _call(
-        self, conn: psycopg.AsyncConnection[dict[str, Any]], group: list[Job]
-    ) -> list[int]:
+    def _call(self, conn: psycopg.Connection[dict[str, Any]], group: list[Job]) -> list[int]:
         ordered = sorted(group, key=lambda job: job.facility_id)
         for attempt in range(3):
             try:
-                accepted = await self._transaction(conn, ordered)
+                accepted = self._transaction(conn, ordered)
                 break
             except psycopg.errors.CheckViolation:
                 # a partition was dropped (prune) after this process remembered it
                 if attempt:
                     raise
                 self.partitions.clear()
-                await self._ensure_partitions(conn, set().union(*(job.months for job in group)))
+                self._ensure_partitions(conn, set().union(*(job.months for job in group)))
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
                 if attempt == 2:
                     raise
         return [accepted[id(job)] for job in group]
 
-    async def _transaction(
-        self, conn: psycopg.AsyncConnection[dict[str, Any]], ordered: list[Job]
+    def _transaction(
+        self, conn: psycopg.Connection[dict[str, Any]], ordered: list[Job]
     ) -> dict[int, int]:
         """Store the group (sorted by toilet) in one transaction; the readings newly stored per
         job (by id). Four round trips: BEGIN + begin, the COPY's two, end + COMMIT (pipelined)."""
         try:
-            return await self._steps(conn, ordered)
+            return self._steps(conn, ordered)
         except BaseException:
             if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
                 with contextlib.suppress(psycopg.Error):
-                    await conn.execute("ROLLBACK")
+                    conn.execute("ROLLBACK")
             raise
 
-    async def _steps(
-        self, conn: psycopg.AsyncConnection[dict[str, Any]], ordered: list[Job]
+    def _steps(
+        self, conn: psycopg.Connection[dict[str, Any]], ordered: list[Job]
     ) -> dict[int, int]:
         toilets = self.settings.toilets
         begin = b"[" + b",".join(job.begin for job in ordered) + b"]"
-        async with conn.pipeline() as pipeline:
-            await conn.execute("BEGIN")
-            cursor = await conn.execute(
+        with conn.pipeline() as pipeline:
+            conn.execute("BEGIN")
+            cursor = conn.execute(
                 _BEGIN,
                 (begin.decode(), toilets.max_stalls_per_device, toilets.max_reading_age_s),
                 prepare=True,
             )
-            await pipeline.sync()
-            row = await cursor.fetchone()
+            pipeline.sync()
+            row = cursor.fetchone()
         assert row is not None
         stored: dict[str, list[int]] = row["state"]["stored"]
         cleaned = {k: datetime.fromisoformat(v) for k, v in row["state"]["cleaned"].items()}
@@ -265,23 +299,23 @@ class IngestWriter:
             fresh.extend(rows)
             ends.append({**job.newest, "people": people})
         if fresh:
-            async with conn.cursor().copy(_COPY) as copy:
+            with conn.cursor().copy(_COPY) as copy:
                 for reading in fresh:
-                    await copy.write_row(reading)
-        async with conn.pipeline():
-            await conn.execute(
+                    copy.write_row(reading)
+        with conn.pipeline():
+            conn.execute(
                 _END,
                 (orjson.dumps(ends).decode(), toilets.nh3_alert_ppm, toilets.busy_after_people),
                 prepare=True,
             )
-            await conn.execute("COMMIT")
+            conn.execute("COMMIT")
         return accepted
 
-    async def _ensure_partitions(
-        self, conn: psycopg.AsyncConnection[dict[str, Any]], months: set[date]
+    def _ensure_partitions(
+        self, conn: psycopg.Connection[dict[str, Any]], months: set[date]
     ) -> None:
         for month in sorted(months - self.partitions):
-            await conn.execute("SELECT toilet_readings_ensure_partition(%s::date)", (month,))
+            conn.execute("SELECT toilet_readings_ensure_partition(%s::date)", (month,))
             self.partitions.add(month)
 
 
