@@ -145,8 +145,8 @@ def serve(
     ] = None,
     workers: Annotated[int | None, typer.Option(help="worker processes", min=1, max=64)] = None,
 ) -> None:
-    """Serve the map and the API (uvicorn)."""
-    import uvicorn
+    """Serve the map and the API (uvicorn; with several workers, one socket each)."""
+    from geoservice.workers import serve as run_workers
 
     s = settings()
     url = migrated_database()
@@ -154,15 +154,12 @@ def serve(
     os.environ["DATABASE_URL"] = url
     bind_host, bind_port = host or s.service.host, port or s.service.port
     err.print(f"serving on http://{bind_host}:{bind_port} (Ctrl-C stops)")
-    uvicorn.run(
-        "geoservice.asgi:create",
-        factory=True,
-        host=bind_host,
-        port=bind_port,
-        workers=workers or s.service.workers,
-        log_level=s.service.log_level,
-        proxy_headers=True,
-    )
+    try:
+        run_workers(bind_host, bind_port, workers or s.service.workers, s.service.log_level)
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot listen on {bind_host}:{bind_port}: {exc.strerror}"
+        ) from exc
 
 
 @app.command()
