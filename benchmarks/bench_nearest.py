@@ -123,14 +123,16 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
-    """Block until /readyz answers 200."""
-    deadline = time.monotonic() + 60
+def wait_ready(
+    base: str, process: subprocess.Popen[bytes], path: str = "/readyz", timeout_s: float = 60
+) -> None:
+    """Block until `path` answers 200."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"server at {base} exited with {process.returncode}")
         try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{base}{path}", timeout=5).status_code == 200:
                 return
         except httpx.TransportError:
             pass

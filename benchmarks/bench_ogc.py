@@ -22,6 +22,7 @@ from benchmarks.bench_nearest import (
     scaled_database,
     serve,
     stop,
+    wait_ready,
     wrk,
 )
 
@@ -73,28 +74,10 @@ def serve_tipg(url: str, workers: int = 2) -> Iterator[str]:
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_tipg(base, process)
+        wait_ready(base, process, path="/collections", timeout_s=120)
         yield base
     finally:
         stop(process)
-
-
-def _wait_tipg(base: str, process: subprocess.Popen[bytes]) -> None:
-    import time
-
-    import httpx
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"tipg exited with {process.returncode}")
-        try:
-            if httpx.get(f"{base}/collections", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("tipg did not become ready")
 
 
 def main() -> None:

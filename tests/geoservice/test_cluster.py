@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -14,17 +13,12 @@ import psycopg
 from geoservice.cluster import Cluster
 from geoservice.db import check_database
 from geoservice.settings import DatabaseSettings
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.servers import free_port
 
 
 def test_lifecycle_and_crash_recovery(tmp_path: Path) -> None:
     cluster = Cluster(
-        DatabaseSettings(data_dir=tmp_path / "pg", port=_free_port(), name="lifecycle")
+        DatabaseSettings(data_dir=tmp_path / "pg", port=free_port(), name="lifecycle")
     )
     # as root, a data dir the postgres account cannot reach moves to that account's home
     root = cluster.root

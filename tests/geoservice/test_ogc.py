@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,19 +15,15 @@ import pytest
 from fastapi.testclient import TestClient
 from owslib.ogcapi.features import Features
 
+from tests.servers import free_port, wait_ready
+
 LAYERS = ["school", "clinic", "eldercare", "service_hall", "toilet"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def server(sample_db: str) -> Iterator[str]:
     """A real uvicorn server (its own process: GDAL holds the GIL) over the sample database."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "DATABASE_URL": sample_db}
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "geoservice.asgi:create",
@@ -37,16 +31,7 @@ def server(sample_db: str) -> Iterator[str]:
         env=env,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, "uvicorn exited"
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
+    wait_ready(url, process)
     yield url
     process.terminate()
     process.wait(timeout=15)

@@ -7,7 +7,6 @@ same process stores again; every reading it acknowledged with a 2xx is stored, e
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,18 +21,13 @@ from geoservice.db import connect
 from geoservice.migrate import upgrade
 from geoservice.settings import DatabaseSettings
 from tests.geoservice.toilet_support import add_facilities, auth, reading, stored, toilet_settings
+from tests.servers import free_port
 
 URL = "/api/v1/sensors/readings"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_database_restart_mid_stream_loses_nothing_acknowledged(tmp_path: Path) -> None:
-    cluster = Cluster(DatabaseSettings(data_dir=tmp_path / "pg", port=_free_port(), name="faults"))
+    cluster = Cluster(DatabaseSettings(data_dir=tmp_path / "pg", port=free_port(), name="faults"))
     url = cluster.up()
     try:
         upgrade(url)

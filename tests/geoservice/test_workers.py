@@ -13,19 +13,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from geoservice.workers import reuse_port_supported
+from tests.servers import free_port, wait_ready
 
 SERVICEMAP = Path(sys.executable).with_name("servicemap")
 CLIENTS = 16
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def workers_of(supervisor: int) -> list[int]:
@@ -79,19 +73,6 @@ def connect_together(port: int) -> list[socket.socket]:
         select.select([], [client], [], 10)
         client.setblocking(True)
     return clients
-
-
-def wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "servicemap serve exited"
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("servicemap serve did not become ready")
 
 
 @pytest.fixture
