@@ -3,6 +3,8 @@ them running and stops them all (a real server process, real sockets)."""
 
 from __future__ import annotations
 
+import gc
+import json
 import os
 import select
 import signal
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from geoservice.asgi import GC_THRESHOLDS
 from geoservice.workers import reuse_port_supported
 from tests.servers import free_port, wait_ready
 
@@ -136,3 +139,24 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_all(
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in replaced)
+
+
+def test_service_process_freezes_its_start_up_heap() -> None:
+    """The app factory uvicorn calls leaves the start-up objects out of the collector's walks
+    and the young generation collected less often (in a process of its own: freezing is for
+    the process's lifetime)."""
+    code = (
+        "import gc, json\n"
+        "from geoservice.asgi import create\n"
+        "before = (gc.get_threshold(), gc.get_freeze_count())\n"
+        "create()\n"
+        "print(json.dumps([before, [gc.get_threshold(), gc.get_freeze_count()]]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, check=True, text=True, timeout=60
+    ).stdout
+    (threshold_before, frozen_before), (threshold, frozen) = json.loads(out.splitlines()[-1])
+    assert frozen_before == 0 and threshold_before == list(gc.get_threshold())
+    assert threshold == list(GC_THRESHOLDS)
+    # everything imported and built before serving: modules, routes, schemas
+    assert frozen > 100_000
