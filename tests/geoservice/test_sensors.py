@@ -16,6 +16,8 @@ from fastapi.testclient import TestClient
 from geoservice.app import create_app
 from geoservice.cli_toilets import add_device, add_staff, revoke_device
 from geoservice.db import connect
+from geoservice.sensor_writer import ACTIVE_S, MAX_GROUP, IngestWriter
+from geoservice.settings import Settings
 from tests.geoservice.toilet_support import (
     add_facilities,
     auth,
@@ -286,3 +288,20 @@ def test_openapi_documents_the_reading_body(env: Env) -> None:
     spec = env.client.get("/openapi.json").json()
     body = spec["paths"][URL]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert {"seq", "observed_at"} <= set(body["oneOf"][0]["required"])
+
+
+def test_writer_waits_for_the_devices_active_in_the_last_second() -> None:
+    """A transaction waits (briefly) for as many posts as devices posted within ACTIVE_S on
+    this process: at least one, at most MAX_GROUP; devices gone quiet are forgotten."""
+    writer = IngestWriter(Settings())
+    assert writer._active_devices(now=100.0) == 1
+    writer._note_post(1, 100.0)
+    writer._note_post(2, 100.4)
+    writer._note_post(1, 100.9)  # device 1 posts again: its last post counts
+    assert writer._active_devices(now=101.0) == 2
+    assert writer._active_devices(now=100.5 + ACTIVE_S) == 1  # device 2 has gone quiet
+    assert list(writer._last_post) == [1]
+    assert writer._active_devices(now=101.0 + ACTIVE_S) == 1 and not writer._last_post
+    for device in range(MAX_GROUP + 10):
+        writer._note_post(device, 200.0)
+    assert writer._active_devices(now=200.5) == MAX_GROUP
