@@ -103,7 +103,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     register_error_handlers(app)
-    for module in (meta, nearest, h3, facilities, disclosures, sensors, ratings, staff, ogc):
+    # sensors first: routes are tried in order (each miss costs FastAPI's router ~7 µs), and
+    # sensor posts are by far the most frequent requests; no two routers share a path
+    for module in (sensors, meta, nearest, h3, facilities, disclosures, ratings, staff, ogc):
         app.include_router(module.router)
     for page in (pages, staff_page, web_routes):
         app.include_router(page.router)
