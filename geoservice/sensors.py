@@ -52,14 +52,17 @@ MAX_BATCH = 500
 #: most validation errors named in one answer
 MAX_ERRORS = 10
 
-StallId = (
+# left to right: ids are nearly always strings, and a string never passes as an int (strict)
+StallId = Annotated[
     Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,32}$")]
-    | Annotated[int, Field(ge=0, le=1_000_000)]
-)
+    | Annotated[int, Field(ge=0, le=1_000_000)],
+    Field(union_mode="left_to_right"),
+]
 ConsumableKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 # JSON strictness: "5" is not a number, 1 is not a boolean, NaN/Infinity are refused.
 # TypedDicts, not models: validation straight to dicts is twice as fast on the hot path.
-_STRICT = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore")
+# Only keys are cached while parsing: values rarely repeat exactly.
+_STRICT = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore", cache_strings="keys")
 
 
 @with_config(_STRICT)
