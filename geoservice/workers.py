@@ -13,10 +13,13 @@ or SIGTERM.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
+import os
 import signal
 import socket
+import sys
 import threading
 import time
 from multiprocessing.process import BaseProcess
@@ -59,8 +62,20 @@ def _listener(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(sock: socket.socket, log_level: str) -> None:
+def _die_with(supervisor: int) -> None:
+    """Have this process sent SIGTERM when the supervisor dies, even killed by SIGKILL, so no
+    orphaned worker goes on serving the port (Linux; elsewhere a no-op)."""
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != supervisor:  # it died before the call took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker(sock: socket.socket, log_level: str, supervisor: int) -> None:
     """One worker process: one uvicorn server on its own socket."""
+    _die_with(supervisor)
     config = uvicorn.Config(
         APP, factory=True, log_level=log_level, proxy_headers=True, backlog=BACKLOG
     )
@@ -91,7 +106,9 @@ def serve(host: str, port: int, workers: int, log_level: str) -> None:
 
     def start(i: int) -> BaseProcess:
         process = context.Process(
-            target=_worker, args=(sockets[i], log_level), name=f"servicemap-worker-{i}"
+            target=_worker,
+            args=(sockets[i], log_level, os.getpid()),
+            name=f"servicemap-worker-{i}",
         )
         process.start()
         return process

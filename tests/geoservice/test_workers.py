@@ -90,8 +90,12 @@ def server(fresh_db: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         yield process, port
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            process.terminate()  # the supervisor stops its workers
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def test_connections_opened_together_spread_over_the_workers(
@@ -139,6 +143,34 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_all(
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in replaced)
+
+
+def test_workers_exit_when_the_supervisor_is_killed(
+    server: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    """SIGKILL gives the supervisor no chance to stop its workers: they must not go on
+    serving the port as orphans."""
+    process, port = server
+    workers = workers_of(process.pid)
+    assert len(workers) == 2
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(alive(pid) for pid in workers):
+        time.sleep(0.1)
+    left = [pid for pid in workers if alive(pid)]
+    assert not left, f"workers {left} outlived their supervisor"
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
 
 
 def test_service_process_freezes_its_start_up_heap() -> None:
