@@ -166,15 +166,24 @@ def _where(loc: tuple[int | str, ...]) -> str:
     return text or "body"
 
 
+def _message(errors: list[Any]) -> str:
+    """One message for the errors at one place. A union (a stall id: string or integer) gives
+    one error per member: the one about the value, if any, says what is wrong ("greater than
+    or equal to 0" for -5), else the types allowed are named together."""
+    if any(error["type"] == "missing" for error in errors):
+        return "is required"
+    about_value = [error["msg"] for error in errors if not error["type"].endswith("_type")]
+    if about_value:
+        return str(about_value[0])
+    first, *others = dict.fromkeys(str(error["msg"]) for error in errors)
+    return " or ".join([first, *(m.removeprefix("Input should be ") for m in others)])
+
+
 def _validation_detail(exc: ValidationError) -> str:
-    seen: dict[str, str] = {}
+    errors: dict[str, list[Any]] = {}
     for error in exc.errors():
-        where = _where(tuple(error["loc"]))
-        if where in seen:
-            continue
-        message = "is required" if error["type"] == "missing" else error["msg"]
-        seen[where] = f"{where}: {message}"
-    parts = list(seen.values())
+        errors.setdefault(_where(tuple(error["loc"])), []).append(error)
+    parts = [f"{where}: {_message(found)}" for where, found in errors.items()]
     more = f" (and {len(parts) - MAX_ERRORS} more)" if len(parts) > MAX_ERRORS else ""
     return "; ".join(parts[:MAX_ERRORS]) + more
 

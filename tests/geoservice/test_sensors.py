@@ -190,6 +190,23 @@ def test_malformed_bodies_are_refused_naming_the_field(env: Env, body: bytes, wh
 
 
 @pytest.mark.parametrize(
+    ("stall_id", "message"),
+    [
+        (-5, "readings[0].stalls[0].id: Input should be greater than or equal to 0"),
+        (1.5, "readings[0].stalls[0].id: Input should be a valid string or a valid integer"),
+        ("a b", "readings[0].stalls[0].id: String should match pattern"),
+        (True, "readings[0].stalls[0].id: Input should be a valid string or a valid integer"),
+    ],
+)
+def test_a_bad_stall_id_is_named_with_what_is_wrong(env: Env, stall_id: Any, message: str) -> None:
+    stalls = [{"id": stall_id, "occupied": True}]
+    answer = post(env, {"readings": [reading(0, stalls=stalls)]})
+    assert answer.status_code == 422
+    assert message in answer.json()["detail"], answer.json()["detail"]
+    assert stored(env.url, env.device_id) == []
+
+
+@pytest.mark.parametrize(
     ("field", "value", "where"),
     [
         ("nh3_ppm", -1, "nh3_ppm"),
