@@ -28,3 +28,15 @@ def wait_ready(base: str, process: subprocess.Popen[bytes], timeout_s: float = 6
         except httpx.TransportError:
             pass
         time.sleep(0.1)
+
+
+def stop(process: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+    """Stop a server with SIGTERM (a supervisor stops its workers), SIGKILL if it hangs."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from owslib.ogcapi.features import Features
 
-from tests.servers import free_port, wait_ready
+from tests.servers import free_port, stop, wait_ready
 
 LAYERS = ["school", "clinic", "eldercare", "service_hall", "toilet"]
 
@@ -32,9 +32,10 @@ def server(sample_db: str) -> Iterator[str]:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     wait_ready(url, process)
-    yield url
-    process.terminate()
-    process.wait(timeout=15)
+    try:
+        yield url
+    finally:
+        stop(process)
 
 
 def _db_ids(url: str, layer: str, bbox: tuple[float, ...] | None = None) -> set[str]:

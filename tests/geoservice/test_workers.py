@@ -19,7 +19,7 @@ import pytest
 
 from geoservice.asgi import GC_THRESHOLDS
 from geoservice.workers import reuse_port_supported
-from tests.servers import free_port, wait_ready
+from tests.servers import free_port, stop, wait_ready
 
 SERVICEMAP = Path(sys.executable).with_name("servicemap")
 CLIENTS = 16
@@ -89,13 +89,7 @@ def server(fresh_db: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         wait_ready(f"http://127.0.0.1:{port}", process)
         yield process, port
     finally:
-        if process.poll() is None:
-            process.terminate()  # the supervisor stops its workers
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process)
 
 
 def test_connections_opened_together_spread_over_the_workers(
