@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from typing import Any
 import orjson
 from psycopg import sql
 
+from benchmarks.bench_nearest import free_port, stop, wait_ready
 from benchmarks.common import own_database
 from geoservice.cli_toilets import add_device
 from geoservice.db import connect
@@ -81,12 +81,6 @@ class RawClient:
             self.writer.close()
             with contextlib.suppress(OSError):
                 await self.writer.wait_closed()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_readings(n: int, seed: int) -> list[dict[str, Any]]:
@@ -154,22 +148,12 @@ def start_server(url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
         cwd=PROJECT_ROOT,
     )
     print(f"servicemap serve --workers {workers} on port {port} (log: {log.name})")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"servicemap serve exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                pass
-            import urllib.request
-
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
-                if r.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.3)
-    process.terminate()
-    raise SystemExit("servicemap serve did not become ready in 60 s")
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", process)
+    except SystemExit:
+        stop(process)
+        raise
+    return process
 
 
 async def post_all(
@@ -340,11 +324,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(1)
         finally:
             if process is not None:
-                process.terminate()
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+                stop(process)
 
 
 if __name__ == "__main__":
