@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     import sqlalchemy
 
     from benchmarks.common import own_database
-    from geoservice.db import sqlalchemy_url
+    from geoservice.db.connection import sqlalchemy_url
     from ingest.sample import write_scaled
 
     rows = args.rows

@@ -3,7 +3,7 @@
 The baseline, measured in the same run on the same data, is what one writes first: convert every
 document to Simplified script with OpenCC, then test every facility name (full and short) as a
 substring of every document — one check per (document, name) pair. It only matches; it writes
-nothing. `servicemap link` (geoservice.linking.link_all) does the whole job: rules, name matching
+nothing. `servicemap link` (geoservice.disclosures.linking.link_all) does the whole job: rules, name matching
 with one Aho-Corasick automaton, and storing the difference in PostGIS. Target: ≥ 20× faster.
 
     .venv/bin/python -m benchmarks.bench_link [--facilities N] [--documents N] [--quick]
@@ -23,9 +23,9 @@ import opencc
 import psycopg
 from psycopg import sql
 
-from geoservice.db import connect, database_url
-from geoservice.linking import link_all, short_names
-from geoservice.migrate import upgrade
+from geoservice.db.connection import connect, database_url
+from geoservice.db.migrate import upgrade
+from geoservice.disclosures.linking import link_all, short_names
 from geoservice.settings import DatabaseSettings
 from ingest.disclosures import ingest_catalogue
 from ingest.load import facility_id

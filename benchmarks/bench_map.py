@@ -58,7 +58,7 @@ def naive_page(url: str) -> tuple[str, float]:
     import folium
     from folium.plugins import MarkerCluster
 
-    from geoservice.db import connect
+    from geoservice.db.connection import connect
     from geoservice.settings import DistrictSettings
 
     district = DistrictSettings()

@@ -82,7 +82,7 @@ def scaled_database(rows: int, tag: str) -> Iterator[str]:
 
 def sync_h3(url: str) -> None:
     """Compute every queued facility's H3 cells (what the first /api/v1/h3 would start)."""
-    from geoservice.h3 import sync_cells
+    from geoservice.query.h3 import sync_cells
 
     async def run() -> None:
         async with await psycopg.AsyncConnection.connect(

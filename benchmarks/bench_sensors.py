@@ -34,11 +34,11 @@ from psycopg import sql
 
 from benchmarks.bench_nearest import free_port, stop, wait_ready
 from benchmarks.common import own_database
-from geoservice.cli_toilets import add_device
-from geoservice.db import connect
-from geoservice.sensor_writer import READING_COLUMNS, reading_row
+from geoservice.db.connection import connect
 from geoservice.settings import PROJECT_ROOT
-from geoservice.simulator import ToiletSim
+from geoservice.toilets.admin import add_device
+from geoservice.toilets.simulator import ToiletSim
+from geoservice.toilets.writer import READING_COLUMNS, reading_row
 
 TARGET_RATIO = 0.3
 #: runs of each side (COPY and HTTP); the median counts

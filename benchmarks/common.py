@@ -9,8 +9,8 @@ from contextlib import contextmanager
 import psycopg
 from psycopg import sql
 
-from geoservice.db import database_url
-from geoservice.migrate import upgrade
+from geoservice.db.connection import database_url
+from geoservice.db.migrate import upgrade
 from geoservice.settings import DatabaseSettings
 
 

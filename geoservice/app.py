@@ -9,20 +9,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from geoservice import (
-    disclosures,
-    facilities,
-    h3,
-    meta,
-    nearest,
-    ogc,
-    ratings,
-    sensors,
-    staff,
-)
-from geoservice.db import create_pool, database_url, mask_url
-from geoservice.errors import register_error_handlers
+from geoservice.api.errors import register_error_handlers
+from geoservice.db.connection import create_pool, database_url, mask_url
+from geoservice.disclosures import routes as disclosures
+from geoservice.query import facilities, h3, meta, nearest, ogc
 from geoservice.settings import Settings
+from geoservice.toilets import ratings, sensors, staff
 from web import pages, staff_page
 from web import routes as web_routes
 

@@ -22,12 +22,12 @@ import pandas as pd
 import shapely
 
 import layers
-from geoservice.features import hours_valid
 from ingest import crs as crs_mod
 from ingest.load import content_hashes, facility_ids
 from ingest.mapping import FACILITY_FIELDS, Resolved
 from ingest.readers import MAX_FIELD_CHARS, Chunk
 from ingest.report import Issue, shown_value
+from layers.hours import hours_valid
 
 H3_STORED_RESOLUTION = 15
 STATUSES = ("active", "temporarily_closed", "removed")

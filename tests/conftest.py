@@ -22,8 +22,8 @@ from fastapi.testclient import TestClient
 from psycopg import sql
 
 from geoservice.app import create_app
-from geoservice.db import connect, database_url
-from geoservice.migrate import upgrade
+from geoservice.db.connection import connect, database_url
+from geoservice.db.migrate import upgrade
 from geoservice.settings import DatabaseSettings, Settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -107,7 +107,7 @@ def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def load_sample(url: str, sample_dir: Path) -> None:
     """Load every sample layer file (and whatever the demo loads after it) into `url`."""
-    from geoservice import cli_disclosures
+    from geoservice.cli import disclosures as cli_disclosures
     from ingest.pipeline import ingest_file
     from ingest.sample import COUNTS
 

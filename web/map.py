@@ -565,9 +565,9 @@ async def embedded_data(
     """
     from psycopg import sql
 
-    from geoservice.disclosures import facility_disclosures
-    from geoservice.features import FEATURE_COLUMNS, to_feature
-    from geoservice.live import attach
+    from geoservice.api.features import FEATURE_COLUMNS, to_feature
+    from geoservice.disclosures.routes import facility_disclosures
+    from geoservice.toilets.live import attach
 
     query = sql.SQL(
         "SELECT {columns} FROM facilities f WHERE f.status <> 'removed' AND f.layer = ANY(%s)"

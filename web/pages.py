@@ -23,10 +23,10 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response
 
 import layers
-from geoservice.deps import LangDep, PoolDep, SettingsDep
-from geoservice.disclosures import facility_disclosure_groups
-from geoservice.errors import NotFound
-from geoservice.facilities import get_facility
+from geoservice.api.deps import LangDep, PoolDep, SettingsDep
+from geoservice.api.errors import NotFound
+from geoservice.disclosures.routes import facility_disclosure_groups
+from geoservice.query.facilities import get_facility
 from geoservice.settings import Settings
 from web.qr import facility_url, png, svg
 

@@ -18,8 +18,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from geoservice.deps import LangDep, PoolDep, SettingsDep
-from geoservice.errors import NotFound
+from geoservice.api.deps import LangDep, PoolDep, SettingsDep
+from geoservice.api.errors import NotFound
 from geoservice.settings import Settings
 from web import map as web_map
 from web.map import INSTALL_HINT, STATIC_DIR, WEB_DIR, build_map, missing_assets

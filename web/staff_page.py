@@ -16,9 +16,9 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 import layers
-from geoservice.deps import LangDep, SettingsDep
-from geoservice.ratings import TOILET_TAGS
-from geoservice.staff import ALERT_KINDS
+from geoservice.api.deps import LangDep, SettingsDep
+from geoservice.toilets.ratings import TOILET_TAGS
+from geoservice.toilets.staff import ALERT_KINDS
 from web.routes import content_security_policy
 
 router = APIRouter(include_in_schema=False)

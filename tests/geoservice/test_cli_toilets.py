@@ -13,10 +13,10 @@ import uvicorn
 from typer.testing import CliRunner
 
 from geoservice.app import create_app
-from geoservice.cli import app
-from geoservice.cli_toilets import parse_duration, reading_partitions
-from geoservice.db import connect
-from geoservice.simulator import ToiletSim, stall_count
+from geoservice.cli.main import app
+from geoservice.db.connection import connect
+from geoservice.toilets.admin import parse_duration, reading_partitions
+from geoservice.toilets.simulator import ToiletSim, stall_count
 from tests.geoservice.toilet_support import add_facilities, stored, toilet_settings
 
 runner = CliRunner()

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import psycopg
 
-from geoservice.cluster import Cluster
-from geoservice.db import check_database
+from geoservice.db.cluster import Cluster
+from geoservice.db.connection import check_database
 from geoservice.settings import DatabaseSettings
 from tests.servers import free_port
 

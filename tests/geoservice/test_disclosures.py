@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from geoservice.disclosures import PER_GROUP, facility_disclosure_groups
+from geoservice.disclosures.routes import PER_GROUP, facility_disclosure_groups
 from layers import CATEGORIES, DOMAINS
 
 

@@ -10,7 +10,7 @@ import psycopg
 from fastapi.testclient import TestClient
 from psycopg.rows import dict_row
 
-from geoservice.facilities import get_facility
+from geoservice.query.facilities import get_facility
 from layers import CATEGORIES
 from tests.conftest import settings_for
 

@@ -16,7 +16,7 @@ from shapely.geometry import Polygon, box
 from sqlalchemy import create_engine
 
 from geoservice.app import create_app
-from geoservice.db import sqlalchemy_url
+from geoservice.db.connection import sqlalchemy_url
 from tests.conftest import settings_for
 from tests.geoservice.test_nearest import insert_facilities
 

@@ -10,9 +10,9 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from geoservice.cli import app
-from geoservice.db import connect
-from geoservice.linking import (
+from geoservice.cli.main import app
+from geoservice.db.connection import connect
+from geoservice.disclosures.linking import (
     NameMatcher,
     ScriptNormaliser,
     effective_link_counts,

@@ -14,10 +14,10 @@ from fastapi.testclient import TestClient
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from geoservice import live
 from geoservice.app import create_app
-from geoservice.cli_toilets import add_device
-from geoservice.db import connect
+from geoservice.db.connection import connect
+from geoservice.toilets import live
+from geoservice.toilets.admin import add_device
 from tests.geoservice.toilet_support import add_facilities, auth, reading, toilet_settings
 
 

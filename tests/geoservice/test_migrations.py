@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import command
 
-from geoservice.db import connect
-from geoservice.migrate import alembic_config, current_revision, head_revision, upgrade
+from geoservice.db.connection import connect
+from geoservice.db.migrate import alembic_config, current_revision, head_revision, upgrade
 
 
 def functions(url: str) -> set[str]:

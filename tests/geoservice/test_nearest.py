@@ -17,8 +17,8 @@ from psycopg.rows import dict_row
 from pyproj import Geod
 
 from geoservice.app import create_app
-from geoservice.features import open_now
-from geoservice.nearest import Filters, nearest_facilities
+from geoservice.query.nearest import Filters, nearest_facilities
+from layers.hours import open_now
 from tests.conftest import settings_for
 
 GEOD = Geod(ellps="WGS84")

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from geoservice.app import create_app
-from geoservice.db import connect
+from geoservice.db.connection import connect
 from tests.geoservice.toilet_support import add_facilities, toilet_settings
 
 

@@ -15,11 +15,11 @@ import orjson
 from fastapi.testclient import TestClient
 
 from geoservice.app import create_app
-from geoservice.cli_toilets import add_device
-from geoservice.cluster import Cluster
-from geoservice.db import connect
-from geoservice.migrate import upgrade
+from geoservice.db.cluster import Cluster
+from geoservice.db.connection import connect
+from geoservice.db.migrate import upgrade
 from geoservice.settings import DatabaseSettings
+from geoservice.toilets.admin import add_device
 from tests.geoservice.toilet_support import add_facilities, auth, reading, stored, toilet_settings
 from tests.servers import free_port
 

@@ -14,10 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from geoservice.app import create_app
-from geoservice.cli_toilets import add_device, add_staff, revoke_device
-from geoservice.db import connect
-from geoservice.sensor_writer import ACTIVE_S, MAX_GROUP, IngestWriter
+from geoservice.db.connection import connect
 from geoservice.settings import Settings
+from geoservice.toilets.admin import add_device, add_staff, revoke_device
+from geoservice.toilets.writer import ACTIVE_S, MAX_GROUP, IngestWriter
 from tests.geoservice.toilet_support import (
     add_facilities,
     auth,

@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from geoservice.app import create_app
-from geoservice.cli_toilets import add_device, add_staff, revoke_staff
-from geoservice.db import connect
+from geoservice.db.connection import connect
+from geoservice.toilets.admin import add_device, add_staff, revoke_staff
 from tests.geoservice.toilet_support import add_facilities, auth, reading, toilet_settings
 
 ROUTES = [

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from geoservice.asgi import GC_THRESHOLDS
-from geoservice.workers import reuse_port_supported
+from geoservice.cli.workers import reuse_port_supported
 from tests.servers import free_port, stop, wait_ready
 
 SERVICEMAP = Path(sys.executable).with_name("servicemap")

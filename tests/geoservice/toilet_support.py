@@ -7,7 +7,7 @@ from typing import Any
 
 import h3
 
-from geoservice.db import connect
+from geoservice.db.connection import connect
 from geoservice.settings import Settings, ToiletSettings
 from tests.conftest import settings_for
 

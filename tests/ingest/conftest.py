@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import layers
-from geoservice.db import connect
+from geoservice.db.connection import connect
 from ingest.mapping import Mapping
 from ingest.pipeline import IngestOptions, run_ingest
 from ingest.report import IngestReport

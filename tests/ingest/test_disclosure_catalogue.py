@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from geoservice.cli import app
-from geoservice.db import connect
+from geoservice.cli.main import app
+from geoservice.db.connection import connect
 from ingest.disclosures import (
     CatalogueError,
     CatalogueInvalid,

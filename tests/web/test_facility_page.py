@@ -19,8 +19,8 @@ import pytest
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser
 
-from geoservice.db import connect
-from geoservice.linking import link_all
+from geoservice.db.connection import connect
+from geoservice.disclosures.linking import link_all
 from geoservice.settings import Settings
 from ingest.disclosures import ingest_catalogue
 from layers import CATEGORIES

@@ -265,7 +265,7 @@ XSS = "<img src=x onerror=alert(1)>"
 def test_hostile_name_renders_as_text(
     browser: Browser, fresh_db: str, start_server: Callable[[Settings], str], tmp_path: Path
 ):
-    from geoservice.db import connect
+    from geoservice.db.connection import connect
     from ingest.pipeline import ingest_file
 
     lat, lon = POINT
@@ -366,8 +366,8 @@ def test_toilets_are_coloured_by_live_status(
 ):
     from datetime import UTC, datetime, timedelta
 
-    from geoservice.cli_toilets import add_device
-    from geoservice.db import connect
+    from geoservice.db.connection import connect
+    from geoservice.toilets.admin import add_device
     from ingest.pipeline import ingest_file
 
     names = ["free toilet", "full toilet", "offline toilet", "plain toilet"]

@@ -17,7 +17,7 @@ from playwright.sync_api import Browser
 from typer.testing import CliRunner
 
 from geoservice.app import create_app
-from geoservice.cli import app as cli
+from geoservice.cli.main import app as cli
 from geoservice.settings import Settings
 from tests.conftest import settings_for
 

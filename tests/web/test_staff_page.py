@@ -11,9 +11,9 @@ import orjson
 import pytest
 from playwright.sync_api import Browser, expect
 
-from geoservice.cli_toilets import add_device, add_staff
-from geoservice.db import connect
+from geoservice.db.connection import connect
 from geoservice.settings import Settings
+from geoservice.toilets.admin import add_device, add_staff
 from tests.geoservice.toilet_support import add_facilities, auth, reading, toilet_settings
 from tests.web.conftest import open_offline_page
 

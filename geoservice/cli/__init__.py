@@ -1,0 +1,1 @@
+"""The ``servicemap`` command line (a composition root: it may import every package)."""

@@ -1,0 +1,192 @@
+"""``servicemap ingest``: load facility files of any format, atomically and idempotently."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+#: steps `servicemap demo` runs after loading the sample facilities: (connection, catalogue path)
+DEMO_STEPS: list[Callable[[Any, Path], None]] = []
+
+#: issues printed on the terminal (all of them go to --report)
+_SHOWN_ISSUES = 20
+
+
+def ingest(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="the file: CSV, GeoJSON, GeoPackage, Shapefile "
+            "(.shp or .zip), FlatGeobuf, GeoParquet, OSM PBF, "
+            "or saved Tencent/Amap POI responses"
+        ),
+    ],
+    mapping: Annotated[Path | None, typer.Option("--mapping", help="TOML mapping file")] = None,
+    layer: Annotated[str | None, typer.Option(help="every row goes to this layer")] = None,
+    layer_field: Annotated[
+        str | None, typer.Option("--layer-field", help="column holding each row's layer")
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option(help="source name (ids are stable per source); default: file stem")
+    ] = None,
+    crs: Annotated[
+        str | None,
+        typer.Option(help="coordinates' CRS when the file does not say: EPSG:n, gcj02, bd09"),
+    ] = None,
+    x: Annotated[str | None, typer.Option("--x", help="column of x / longitude / easting")] = None,
+    y: Annotated[str | None, typer.Option("--y", help="column of y / latitude / northing")] = None,
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="load the valid rows, report the rest")
+    ] = False,
+    allow_outside: Annotated[
+        bool, typer.Option("--allow-outside", help="keep points outside the district's extent")
+    ] = False,
+    full: Annotated[
+        bool, typer.Option("--full", help="the file is the whole source: mark missing ones removed")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="validate and count only; write nothing")
+    ] = False,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="write the run's report (rejects) as JSON")
+    ] = None,
+    link: Annotated[
+        bool,
+        typer.Option(
+            "--link/--no-link", help="re-link facilities to disclosures when anything changed"
+        ),
+    ] = True,
+    index_h3: Annotated[
+        bool,
+        typer.Option(
+            "--h3/--no-h3",
+            help="index changed facilities' H3 cells now (else the first /api/v1/h3 requests do)",
+        ),
+    ] = True,
+) -> None:
+    """Load facilities from a file; atomic unless --skip-invalid; re-running changes nothing."""
+    from geoservice.cli.common import migrated_database, settings
+    from geoservice.cli.console import err, fail, progress, summary
+    from geoservice.db.connection import connect
+    from ingest.mapping import Mapping, load_mapping
+    from ingest.pipeline import IngestFailed, IngestOptions, record_failed, run_ingest
+    from ingest.report import IngestError, IngestReport
+
+    if layer is not None and layer_field is not None:
+        fail("give either --layer KEY or --layer-field COL, not both")
+    if (x is None) != (y is None):
+        fail("give both --x COL and --y COL")
+    s = settings()
+    url = migrated_database()
+    try:
+        base = load_mapping(mapping) if mapping is not None else Mapping()
+        chosen = base.merged(layer=layer, layer_field=layer_field, source=source, crs=crs, x=x, y=y)
+        if x is not None:
+            chosen.wkt = None
+    except IngestError as exc:
+        # a run that never started is still a run: recorded as failed
+        with connect(url) as conn:
+            failed = record_failed(conn, path, source, str(exc))
+        if report is not None:
+            failed.write_json(report)
+        fail(str(exc))
+    options = IngestOptions(
+        mapping=chosen,
+        skip_invalid=skip_invalid,
+        allow_outside=allow_outside,
+        full=full,
+        dry_run=dry_run,
+        bbox=s.district.bbox,
+        timezone=s.district.timezone,
+        lang=s.district.default_lang,
+    )
+
+    def finish(result: IngestReport) -> None:
+        if report is not None:
+            result.write_json(report)
+        _print_issues(result)
+        summary(f"ingest {path.name}", [result.summary_row()])
+
+    with connect(url) as conn, progress() as bar:
+        task = bar.add_task(f"reading {path.name}", total=None)
+
+        def advance(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            result = run_ingest(conn, path, options, advance)
+        except IngestFailed as exc:
+            bar.stop()
+            finish(exc.report)
+            fail(exc.report.failure_line())
+    finish(result)
+    if result.outcome == "dry_run":
+        err.print("dry run: nothing written")
+        return
+    if index_h3 and (result.inserted or result.updated or result.removed):
+        _index_h3(url)
+    if link and (result.inserted or result.updated or result.removed):
+        from geoservice.disclosures.linking import link_all
+
+        with connect(url) as conn:
+            linked = link_all(conn)
+        diffs = (linked.rules, linked.name_matches)
+        err.print(
+            f"links: +{sum(d.added for d in diffs)} ~{sum(d.updated for d in diffs)} "
+            f"-{sum(d.removed for d in diffs)}"
+        )
+
+
+def _index_h3(url: str) -> None:
+    """Bring the H3 cells of changed facilities up to date now, not on the first map request."""
+    import asyncio
+
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from geoservice.cli.console import progress
+    from geoservice.db.connection import libpq_url
+    from geoservice.query.h3 import sync_cells
+
+    async def run() -> None:
+        conn = await psycopg.AsyncConnection.connect(
+            libpq_url(url), row_factory=dict_row, autocommit=True
+        )
+        async with conn:
+            cursor = await conn.execute("SELECT count(*) AS n FROM h3_pending")
+            row = await cursor.fetchone()
+            total = int(row["n"]) if row else 0
+            with progress() as bar:
+                task = bar.add_task("indexing H3 cells", total=total)
+                while (left := await sync_cells(conn)) > 0:
+                    bar.update(task, completed=total - left)
+
+    asyncio.run(run())
+
+
+def _print_issues(result: Any) -> None:
+    from rich.table import Table
+
+    from geoservice.cli.console import err
+
+    issues = sorted(result.issues, key=lambda i: (i.severity != "error", i.row or 0))
+    if not issues:
+        return
+    table = Table(title=f"{result.errors:,} error(s), {result.warnings:,} warning(s)")
+    for column in ("", "where", "field", "value", "reason"):
+        table.add_column(column, overflow="fold")
+    for item in issues[:_SHOWN_ISSUES]:
+        value = item.value if item.value is None or len(item.value) <= 60 else item.value[:60] + "…"
+        table.add_row(item.severity, item.where(), item.field, value or "", item.reason)
+    err.print(table)
+    more = len(result.issues) + result.issues_dropped - _SHOWN_ISSUES
+    if more > 0:
+        err.print(f"… and {more:,} more (all of them: --report FILE.json)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the servicemap CLI."""
+    app.command("ingest")(ingest)

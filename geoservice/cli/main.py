@@ -1,0 +1,174 @@
+"""The ``servicemap`` command line: database, sample data, loading, serving."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from geoservice.cli import disclosures as cli_disclosures
+from geoservice.cli import ingest as cli_ingest
+from geoservice.cli import toilets as cli_toilets
+from geoservice.cli import web as cli_web
+from geoservice.cli.common import database, migrated_database, settings
+from geoservice.cli.console import err, fail, out, summary
+from geoservice.settings import PROJECT_ROOT
+
+app = typer.Typer(
+    name="servicemap",
+    help="A district's convenience services on one map and behind one API.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(
+    help="The database: embedded cluster (default) or DATABASE_URL.", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("up")
+def db_up() -> None:
+    """Ensure the database runs (creating the embedded cluster on first use); print its URL."""
+    from geoservice.db.connection import mask_url
+
+    url = database(start=True)
+    out.print(mask_url(url) if os.environ.get("SERVICEMAP_MASK_URL") else url, soft_wrap=True)
+
+
+@db_app.command("down")
+def db_down() -> None:
+    """Stop the embedded cluster (nothing to do with DATABASE_URL set)."""
+    from geoservice.db.cluster import Cluster
+
+    s = settings()
+    if s.db.url:
+        err.print("DATABASE_URL is set: the external server is left alone")
+        return
+    stopped = Cluster(s.db).down()
+    err.print("stopped" if stopped else "not running")
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print the database URL in force (without starting anything)."""
+    from geoservice.db.connection import DatabaseError, database_url
+
+    try:
+        out.print(database_url(settings().db, start=False), soft_wrap=True)
+    except DatabaseError as exc:
+        fail(str(exc))
+
+
+@db_app.command("migrate")
+def db_migrate(
+    revision: Annotated[str, typer.Option(help="target revision")] = "head",
+) -> None:
+    """Bring the schema to the latest version (Alembic)."""
+    from geoservice.db.migrate import upgrade
+
+    url = database()
+    before, after = upgrade(url, revision)
+    err.print(f"schema: {before or 'empty'} → {after}")
+
+
+@app.command()
+def sample(
+    out_dir: Annotated[Path, typer.Option("--out", help="directory to write into")],
+    scale: Annotated[
+        int | None,
+        typer.Option(
+            help="write N facilities over all layers (GeoPackage + CSV)", min=1, max=10_000_000
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(help="random seed; the same seed writes the same files")
+    ] = 42,
+) -> None:
+    """Write the synthetic Luohu sample: <layer>.geojson + disclosures.json, or --scale N files."""
+    from ingest.sample import write_sample, write_scaled
+
+    bbox = settings().district.bbox
+    started = time.monotonic()
+    if scale is not None:
+        with err.status(f"writing {scale:,} facilities"):
+            paths = write_scaled(out_dir, scale, seed=seed, bbox=bbox)
+        summary("sample --scale", [{"file": str(p), "facilities": scale} for p in paths.values()])
+    else:
+        files = write_sample(out_dir, seed=seed, bbox=bbox)
+        rows = [{"file": str(p), "rows": files.counts[k]} for k, p in files.layer_files.items()]
+        rows.append({"file": str(files.disclosures), "rows": files.counts["documents"]})
+        summary("sample", rows)
+    err.print(f"done in {time.monotonic() - started:.1f}s")
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="interface to bind (default SERVICEMAP_HOST)")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="port (default SERVICEMAP_PORT)", min=1, max=65535)
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="worker processes", min=1, max=64)] = None,
+) -> None:
+    """Serve the map and the API (uvicorn; with several workers, one socket each)."""
+    from geoservice.cli.workers import serve as run_workers
+
+    s = settings()
+    url = migrated_database()
+    # workers build their own settings from the environment: hand them the resolved URL
+    os.environ["DATABASE_URL"] = url
+    bind_host, bind_port = host or s.service.host, port or s.service.port
+    err.print(f"serving on http://{bind_host}:{bind_port} (Ctrl-C stops)")
+    try:
+        run_workers(bind_host, bind_port, workers or s.service.workers, s.service.log_level)
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot listen on {bind_host}:{bind_port}: {exc.strerror}"
+        ) from exc
+
+
+@app.command()
+def demo(
+    host: Annotated[str | None, typer.Option(help="interface to bind")] = None,
+    port: Annotated[int | None, typer.Option(help="port", min=1, max=65535)] = None,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="load only, do not serve")] = False,
+) -> None:
+    """db up + migrate + sample + ingest + link + serve: the whole district in one command."""
+    from geoservice.db.connection import connect
+    from geoservice.db.migrate import upgrade
+    from ingest.pipeline import ingest_file
+    from ingest.sample import write_sample
+
+    url = database()
+    upgrade(url)
+    sample_dir = PROJECT_ROOT / ".data" / "sample"
+    files = write_sample(sample_dir, bbox=settings().district.bbox)
+    rows = []
+    with connect(url) as conn:
+        for layer, path in files.layer_files.items():
+            counts = ingest_file(conn, path, layer=layer, source="sample")
+            rows.append({"layer": layer, "read": counts.staged, "inserted": counts.inserted,
+                         "updated": counts.updated, "unchanged": counts.unchanged})  # fmt: skip
+        for step in cli_disclosures.DEMO_STEPS:
+            step(conn, files.disclosures)
+    summary("sample district loaded", rows)
+    if not no_serve:
+        serve(host=host, port=port, workers=None)
+
+
+for module in (cli_ingest, cli_disclosures, cli_toilets, cli_web):
+    module.register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

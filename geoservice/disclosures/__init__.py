@@ -1,0 +1,1 @@
+"""The five disclosures: the catalogue API and facility ↔ matter ↔ document linking."""

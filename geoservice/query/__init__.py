@@ -1,0 +1,1 @@
+"""The query API: geodesic nearest, H3 aggregates, facility detail, OGC API - Features, meta."""

@@ -1,0 +1,448 @@
+"""OGC API - Features Part 1 (Core, GeoJSON, OpenAPI 3.0) under /ogc: one collection per layer.
+
+Pages are in a stable order that the indexes deliver without sorting every match: by id, or
+with a bbox by distance from the bbox's centre (KNN on the spatial index) then id; a page costs
+O(offset + limit) rows however many match. ``numberMatched`` is exact up to MATCH_CAP and the
+planner's estimate above it, so no page ever pays for a full count of a large layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import psycopg
+from fastapi import APIRouter, Path, Query, Request, Response
+from psycopg import sql
+
+import layers
+from geoservice.api.deps import PoolDep, SettingsDep, parse_bbox, parse_layer
+from geoservice.api.errors import NotFound
+from geoservice.api.features import FEATURE_COLUMNS, GeoJSONResponse, json_response, to_feature
+from geoservice.toilets import live
+
+router = APIRouter(prefix="/ogc", tags=["OGC API - Features"])
+
+CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+CONFORMANCE = [
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+]
+JSON = "application/json"
+GEOJSON = "application/geo+json"
+OPENAPI = "application/vnd.oai.openapi+json;version=3.0"
+DEFAULT_LIMIT = 10
+MAX_LIMIT = 1000
+MAX_OFFSET = 10_000_000
+#: numberMatched is an exact count up to this many, the planner's estimate beyond
+MATCH_CAP = 1_000
+#: how long a computed collection extent is reused (seconds)
+EXTENT_TTL_S = 60.0
+#: the page size bounds every items response, so a bbox may cover the whole globe
+WORLD_AREA = 360.0 * 180.0
+MAX_ID_LENGTH = 200
+
+_ITEMS = """
+WITH matched AS (
+    SELECT count(*) AS n FROM (
+        SELECT 1 FROM facilities f
+        WHERE f.status <> 'removed' AND f.layer = %(layer)s {bbox}
+        LIMIT %(cap)s
+    ) c
+)
+SELECT matched.n AS matched, page.*
+FROM matched LEFT JOIN LATERAL (
+    SELECT {columns} FROM facilities f
+    WHERE f.status <> 'removed' AND f.layer = %(layer)s {bbox}
+    ORDER BY {order}
+    LIMIT %(limit)s OFFSET %(offset)s
+) page ON true
+"""
+_BBOX = "AND f.geom && ST_MakeEnvelope(%(min_lon)s, %(min_lat)s, %(max_lon)s, %(max_lat)s, 4326)"
+_NEAR_CENTRE = (
+    "f.geom <-> ST_SetSRID(ST_MakePoint((%(min_lon)s + %(max_lon)s) / 2.0,"
+    " (%(min_lat)s + %(max_lat)s) / 2.0), 4326), f.id"
+)
+_ESTIMATE = "EXPLAIN (FORMAT JSON) SELECT 1 FROM facilities f WHERE f.status <> 'removed' AND f.layer = %(layer)s {bbox}"
+_ITEM = sql.SQL("SELECT {columns} FROM facilities f WHERE f.id = %s AND f.layer = %s").format(
+    columns=sql.SQL(FEATURE_COLUMNS)
+)
+_EXTENTS = """
+SELECT layer, ST_XMin(e) AS min_lon, ST_YMin(e) AS min_lat, ST_XMax(e) AS max_lon,
+       ST_YMax(e) AS max_lat
+FROM (SELECT layer, ST_Extent(geom) AS e FROM facilities WHERE status <> 'removed'
+      GROUP BY layer) x
+"""
+
+
+def _base(request: Request) -> str:
+    # links follow the address the client used, so the service works behind any host/port
+    return str(request.base_url).rstrip("/") + "/ogc"
+
+
+def _link(href: str, rel: str, type_: str, title: str | None = None) -> dict[str, str]:
+    link = {"href": href, "rel": rel, "type": type_}
+    if title:
+        link["title"] = title
+    return link
+
+
+def cached_json(request: Request, body: Any, *, max_age: int) -> Response:
+    """JSON with an ETag of its content and Cache-Control; 304 when the client has it."""
+    payload = json.dumps(body, ensure_ascii=False, sort_keys=True).encode()
+    etag = '"' + hashlib.sha256(payload).hexdigest()[:32] + '"'
+    headers = {"ETag": etag, "Cache-Control": f"public, max-age={max_age}"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(payload, media_type=JSON, headers=headers)
+
+
+def _layer(collection_id: str) -> layers.Layer:
+    if collection_id not in layers.all_layers():
+        raise NotFound(
+            f"no collection {collection_id!r}; collections: {', '.join(layers.all_layers())}"
+        )
+    return layers.all_layers()[parse_layer(collection_id, "collectionId")]
+
+
+async def _extents(request: Request, pool: Any) -> dict[str, list[float]]:
+    state = request.app.state
+    cached: tuple[float, dict[str, list[float]]] | None = getattr(state, "ogc_extents", None)
+    if cached is not None and time.monotonic() - cached[0] < EXTENT_TTL_S:
+        return cached[1]
+    async with pool.connection() as conn:
+        cursor = await conn.execute(_EXTENTS)
+        rows = await cursor.fetchall()
+    extents = {
+        r["layer"]: [r["min_lon"], r["min_lat"], r["max_lon"], r["max_lat"]]
+        for r in rows
+        if r["min_lon"] is not None
+    }
+    state.ogc_extents = (time.monotonic(), extents)
+    return extents
+
+
+def _collection(base: str, layer: layers.Layer, extent: list[float], lang: str) -> dict[str, Any]:
+    href = f"{base}/collections/{layer.key}"
+    return {
+        "id": layer.key,
+        "title": layer.name(lang),
+        "description": " / ".join(dict(layer.names).values()),
+        "itemType": "feature",
+        "crs": [CRS84],
+        "storageCrs": CRS84,
+        "extent": {"spatial": {"bbox": [extent], "crs": CRS84}},
+        "links": [
+            _link(href, "self", JSON, "this collection"),
+            _link(f"{href}/items", "items", GEOJSON, "the facilities"),
+        ],
+    }
+
+
+@router.get("", summary="OGC API landing page")
+async def landing(request: Request, settings: SettingsDep) -> Response:
+    """Links to the API description, conformance and the collections."""
+    base = _base(request)
+    root = str(request.base_url).rstrip("/")
+    body = {
+        "title": f"servicemap: {settings.district.name_en}",
+        "description": "Convenience-service facilities as OGC API - Features, one collection per layer",
+        "links": [
+            _link(base, "self", JSON, "this document"),
+            _link(f"{base}/api", "service-desc", OPENAPI, "the API definition"),
+            _link(f"{root}/docs", "service-doc", "text/html", "the API documentation"),
+            _link(f"{base}/conformance", "conformance", JSON, "conformance classes"),
+            _link(f"{base}/collections", "data", JSON, "the collections"),
+        ],
+    }
+    return cached_json(request, body, max_age=3600)
+
+
+@router.get("/conformance", summary="Conformance classes implemented")
+async def conformance(request: Request) -> Response:
+    """Core, GeoJSON and OpenAPI 3.0."""
+    return cached_json(request, {"conformsTo": CONFORMANCE}, max_age=3600)
+
+
+@router.get("/api", summary="OpenAPI 3.0 definition of the OGC API")
+async def api_definition(request: Request) -> Response:
+    """The OGC endpoints described in OpenAPI 3.0 (what GDAL and QGIS read for paging)."""
+    body = openapi_document(str(request.base_url).rstrip("/"))
+    payload = json.dumps(body).encode()
+    return Response(payload, media_type=OPENAPI, headers={"Cache-Control": "public, max-age=3600"})
+
+
+@router.get("/collections", summary="The collections: one per facility layer")
+async def collections(
+    request: Request, pool: PoolDep, settings: SettingsDep, lang: str = Query("en", max_length=10)
+) -> Response:
+    """Every layer as a collection with its spatial extent."""
+    base = _base(request)
+    extents = await _extents(request, pool)
+    language = lang if lang in layers.LANGUAGES else "en"
+    body = {
+        "links": [_link(f"{base}/collections", "self", JSON, "the collections")],
+        "collections": [
+            _collection(base, layer, extents.get(key, list(settings.district.bbox)), language)
+            for key, layer in layers.all_layers().items()
+        ],
+    }
+    return cached_json(request, body, max_age=60)
+
+
+@router.get("/collections/{collectionId}", summary="One collection")
+async def collection(
+    request: Request,
+    pool: PoolDep,
+    settings: SettingsDep,
+    collection_id: Annotated[str, Path(alias="collectionId", max_length=100)],
+) -> Response:
+    """The layer's description, extent and items link."""
+    layer = _layer(collection_id)
+    extents = await _extents(request, pool)
+    extent = extents.get(layer.key, list(settings.district.bbox))
+    return cached_json(request, _collection(_base(request), layer, extent, "en"), max_age=60)
+
+
+def ogc_bbox(value: str | None) -> tuple[float, float, float, float] | None:
+    """OGC bbox: 4 numbers, or 6 (with heights, ignored)."""
+    if value is None or value == "":
+        return None
+    parts = value.split(",")
+    if len(parts) == 6:
+        parts = [parts[0], parts[1], parts[3], parts[4]]
+    return parse_bbox(",".join(parts), max_area=WORLD_AREA)
+
+
+async def _estimate(
+    conn: psycopg.AsyncConnection[dict[str, Any]], query: sql.Composed, params: dict[str, Any]
+) -> int:
+    cursor = await conn.execute(query, params)
+    row = await cursor.fetchone()
+    assert row is not None
+    plan = row["QUERY PLAN"]
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+@router.get(
+    "/collections/{collectionId}/items",
+    summary="Facilities of a layer, paged",
+    response_class=GeoJSONResponse,
+)
+async def items(
+    request: Request,
+    pool: PoolDep,
+    settings: SettingsDep,
+    collection_id: Annotated[str, Path(alias="collectionId", max_length=100)],
+    bbox: Annotated[
+        str | None,
+        Query(description="minLon,minLat,maxLon,maxLat (CRS84); 6 numbers allowed", max_length=200),
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, description=f"page size, default {DEFAULT_LIMIT}, at most {MAX_LIMIT}")
+    ] = DEFAULT_LIMIT,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="features to skip")] = 0,
+) -> Response:
+    """A GeoJSON FeatureCollection page with next/prev links and counts."""
+    layer = _layer(collection_id)
+    box = ogc_bbox(bbox)
+    # OGC: a limit above the maximum is served at the maximum rather than refused
+    limit = min(limit, MAX_LIMIT)
+    params: dict[str, Any] = {
+        "layer": layer.key,
+        "cap": MATCH_CAP,
+        "limit": limit,
+        "offset": offset,
+    }
+    bbox_sql = sql.SQL("")
+    order = sql.SQL("f.id")
+    if box is not None:
+        bbox_sql = sql.SQL(_BBOX)
+        order = sql.SQL(_NEAR_CENTRE)
+        params.update(zip(("min_lon", "min_lat", "max_lon", "max_lat"), box, strict=True))
+    query = sql.SQL(_ITEMS).format(columns=sql.SQL(FEATURE_COLUMNS), bbox=bbox_sql, order=order)
+    async with pool.connection() as conn:
+        cursor = await conn.execute(query, params, prepare=True)
+        rows = await cursor.fetchall()
+        matched = int(rows[0]["matched"])
+        page = [r for r in rows if r["id"] is not None]
+        exact = matched < MATCH_CAP
+        if not exact:
+            estimate_sql = sql.SQL(_ESTIMATE).format(bbox=bbox_sql)
+            matched = max(matched, await _estimate(conn, estimate_sql, params))
+        await live.attach(conn, page, settings)
+    timezone = settings.district.timezone
+    features = [to_feature(r, timezone=timezone) for r in page]
+    base = f"{_base(request)}/collections/{layer.key}/items"
+
+    def href(at: int) -> str:
+        query_params: dict[str, Any] = {"limit": limit, "offset": at}
+        if bbox:
+            query_params["bbox"] = bbox
+        return f"{base}?{urlencode(query_params)}"
+
+    links = [
+        _link(href(offset), "self", GEOJSON, "this page"),
+        _link(f"{_base(request)}/collections/{layer.key}", "collection", JSON, "the collection"),
+    ]
+    more = offset + len(features) < matched if exact else len(features) == limit
+    if more and len(features) == limit:
+        links.append(_link(href(offset + limit), "next", GEOJSON, "next page"))
+    if offset > 0:
+        links.append(_link(href(max(0, offset - limit)), "prev", GEOJSON, "previous page"))
+    body = {
+        "type": "FeatureCollection",
+        "features": features,
+        "numberMatched": matched,
+        "numberReturned": len(features),
+        "links": links,
+    }
+    return json_response(body, media_type=GEOJSON)
+
+
+@router.get(
+    "/collections/{collectionId}/items/{featureId}",
+    summary="One facility",
+    response_class=GeoJSONResponse,
+)
+async def item(
+    request: Request,
+    pool: PoolDep,
+    settings: SettingsDep,
+    collection_id: Annotated[str, Path(alias="collectionId", max_length=100)],
+    feature_id: Annotated[str, Path(alias="featureId", max_length=MAX_ID_LENGTH)],
+) -> Response:
+    """A facility of this layer as a GeoJSON Feature."""
+    layer = _layer(collection_id)
+    async with pool.connection() as conn:
+        row = None
+        if "\x00" not in feature_id:  # PostgreSQL text cannot hold NUL: no such feature
+            cursor = await conn.execute(_ITEM, (feature_id, layer.key), prepare=True)
+            row = await cursor.fetchone()
+        if row is None:
+            raise NotFound(f"no feature {feature_id!r} in collection {layer.key!r}")
+        await live.attach(conn, [row], settings)
+    feature = to_feature(row, timezone=settings.district.timezone)
+    href = f"{_base(request)}/collections/{layer.key}"
+    feature["links"] = [
+        _link(f"{href}/items/{feature_id}", "self", GEOJSON, "this feature"),
+        _link(href, "collection", JSON, "the collection"),
+    ]
+    return json_response(feature, media_type=GEOJSON)
+
+
+def openapi_document(root: str) -> dict[str, Any]:
+    """OpenAPI 3.0 of the OGC endpoints (FastAPI's own /openapi.json is 3.1)."""
+
+    def response(description: str, media: str) -> dict[str, Any]:
+        return {"description": description, "content": {media: {"schema": {"type": "object"}}}}
+
+    collection_id = {
+        "name": "collectionId",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": list(layers.all_layers())},
+    }
+    errors = {
+        "404": {"description": "not found"},
+        "422": {"description": "a parameter is outside what is allowed"},
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "servicemap OGC API - Features", "version": "1.0.0"},
+        "servers": [{"url": f"{root}/ogc"}],
+        "paths": {
+            "/": {
+                "get": {
+                    "operationId": "landing",
+                    "responses": {"200": response("landing page", JSON)},
+                }
+            },
+            "/conformance": {
+                "get": {
+                    "operationId": "conformance",
+                    "responses": {"200": response("conformance", JSON)},
+                }
+            },
+            "/collections": {
+                "get": {
+                    "operationId": "collections",
+                    "responses": {"200": response("collections", JSON)},
+                }
+            },
+            "/collections/{collectionId}": {
+                "get": {
+                    "operationId": "collection",
+                    "parameters": [collection_id],
+                    "responses": {"200": response("collection", JSON), **errors},
+                }
+            },
+            "/collections/{collectionId}/items": {
+                "get": {
+                    "operationId": "items",
+                    "parameters": [
+                        collection_id,
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "style": "form",
+                            "explode": False,
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_LIMIT,
+                                "default": DEFAULT_LIMIT,
+                            },
+                        },
+                        {
+                            "name": "offset",
+                            "in": "query",
+                            "required": False,
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 0,
+                                "maximum": MAX_OFFSET,
+                                "default": 0,
+                            },
+                        },
+                        {
+                            "name": "bbox",
+                            "in": "query",
+                            "required": False,
+                            "style": "form",
+                            "explode": False,
+                            "schema": {
+                                "type": "array",
+                                "minItems": 4,
+                                "maxItems": 6,
+                                "items": {"type": "number"},
+                            },
+                        },
+                    ],
+                    "responses": {"200": response("features", GEOJSON), **errors},
+                }
+            },
+            "/collections/{collectionId}/items/{featureId}": {
+                "get": {
+                    "operationId": "item",
+                    "parameters": [
+                        collection_id,
+                        {
+                            "name": "featureId",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {"200": response("feature", GEOJSON), **errors},
+                }
+            },
+        },
+    }

@@ -1,0 +1,1 @@
+"""Smart toilets: sensor ingestion (routes, group-commit writer), live status, ratings, staff."""
