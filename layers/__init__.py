@@ -11,10 +11,24 @@ import os
 import pkgutil
 import threading
 
-from layers.base import CATEGORIES, DOMAINS, LANGUAGES, Attributes, Layer, TriState, parse_tristate
+from layers.base import (
+    CAPABILITIES,
+    CATEGORIES,
+    DOMAINS,
+    LANGUAGES,
+    LIVE_STATUS,
+    RATINGS,
+    Attributes,
+    Layer,
+    TriState,
+    parse_tristate,
+)
 
 __all__ = [
+    "CAPABILITIES",
     "CATEGORIES",
+    "LIVE_STATUS",
+    "RATINGS",
     "DOMAINS",
     "LANGUAGES",
     "Attributes",
@@ -23,6 +37,8 @@ __all__ = [
     "UnknownLayer",
     "all_layers",
     "get_layer",
+    "has_capability",
+    "keys_with",
     "parse_tristate",
     "register",
     "unregister",
@@ -87,3 +103,15 @@ def get_layer(key: str) -> Layer:
     if key not in layers:
         raise UnknownLayer(key)
     return layers[key]
+
+
+def keys_with(capability: str) -> tuple[str, ...]:
+    """Keys of the layers that declare `capability` (e.g. LIVE_STATUS), in menu order."""
+    return tuple(key for key, layer in all_layers().items() if capability in layer.capabilities)
+
+
+def has_capability(key: str, capability: str) -> bool:
+    """Whether the layer `key` declares `capability` (False for unknown layers)."""
+    _discover()
+    layer = _registry.get(key)  # per feature on hot paths: no sorting of all_layers()
+    return layer is not None and capability in layer.capabilities

@@ -45,6 +45,13 @@ CATEGORIES: dict[str, dict[str, str]] = {
     "result": {"zh-Hans": "结果公开", "zh-Hant": "結果公開", "en": "Result"},
 }
 
+#: What a layer's facilities can do beyond being on the map, declared per layer as data.
+#: ``live_status``: sensors post stall occupancy and facilities carry ``live`` (smart toilets);
+#: ``ratings``: residents rate the facilities, staff read the ratings and their alerts.
+LIVE_STATUS = "live_status"
+RATINGS = "ratings"
+CAPABILITIES = (LIVE_STATUS, RATINGS)
+
 _TRUE = {"yes", "y", "true", "t", "1", "是", "有", "对", "對", "on"}
 _FALSE = {"no", "n", "false", "f", "0", "否", "无", "無", "没有", "沒有", "off"}
 
@@ -96,6 +103,8 @@ class Layer:
     matter_keywords: tuple[str, ...] = ()
     #: position in menus and legends
     order: int = 100
+    #: what the layer's facilities can do (CAPABILITIES)
+    capabilities: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         missing = [lang for lang in LANGUAGES if lang not in self.names]
@@ -104,6 +113,9 @@ class Layer:
         unknown = [d for d in self.disclosure_domains if d not in DOMAINS]
         if unknown:
             raise ValueError(f"layer {self.key!r} names unknown domains {unknown}")
+        undeclared = sorted(self.capabilities - set(CAPABILITIES))
+        if undeclared:
+            raise ValueError(f"layer {self.key!r} has unknown capabilities {undeclared}")
 
     def name(self, lang: str) -> str:
         """The layer's name in `lang`, falling back to English."""

@@ -2,7 +2,7 @@
 
 from pydantic import Field
 
-from layers.base import Attributes, Layer, TriState
+from layers.base import LIVE_STATUS, RATINGS, Attributes, Layer, TriState
 
 
 class ToiletAttributes(Attributes):
@@ -32,4 +32,5 @@ LAYER = Layer(
     disclosure_domains=("urban_management", "environment"),
     matter_keywords=("公厕", "环卫", "市容", "垃圾", "厕所"),
     order=50,
+    capabilities=frozenset({LIVE_STATUS, RATINGS}),
 )

@@ -104,3 +104,39 @@ def test_discovery_is_thread_safe() -> None:
     finally:
         registry._registry.update(saved)
         registry._discovered = True
+
+
+def test_capabilities_are_declared_per_layer() -> None:
+    assert layers.keys_with(layers.LIVE_STATUS) == ("toilet",)
+    assert layers.has_capability("toilet", layers.RATINGS)
+    assert not layers.has_capability("school", layers.LIVE_STATUS)
+    assert not layers.has_capability("park", layers.LIVE_STATUS)
+
+
+def test_a_plug_in_layer_with_live_status_gets_it() -> None:
+    kiosk = Layer(
+        key="kiosk",
+        names={"zh-Hans": "亭", "zh-Hant": "亭", "en": "Kiosks"},
+        colour="#123456",
+        icon="store",
+        attributes=Attributes,
+        capabilities=frozenset({layers.LIVE_STATUS}),
+    )
+    layers.register(kiosk)
+    try:
+        assert layers.keys_with(layers.LIVE_STATUS) == ("toilet", "kiosk")
+    finally:
+        layers.unregister("kiosk")
+    assert layers.keys_with(layers.LIVE_STATUS) == ("toilet",)
+
+
+def test_unknown_capability_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown capabilities"):
+        Layer(
+            key="x",
+            names={"zh-Hans": "x", "zh-Hant": "x", "en": "x"},
+            colour="#000000",
+            icon="x",
+            attributes=Attributes,
+            capabilities=frozenset({"teleport"}),
+        )

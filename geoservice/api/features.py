@@ -8,15 +8,16 @@ from typing import Any
 import orjson
 from fastapi import Response
 
+from layers import LIVE_STATUS, has_capability
+from layers.facility import SERVED_COLUMNS
 from layers.hours import open_now
 
-#: Columns every facility query selects (alias ``f`` for facilities).
-FEATURE_COLUMNS = """
-    f.id, f.layer, f.name, f.name_en, f.address, f.phone, f.website,
-    f.opening_hours, f.opening_hours_raw, f.accessible, f.status, f.status_reason,
-    f.source, f.source_id, f.attributes, f.updated_at, f.verified_at,
-    ST_X(f.geom) AS lon, ST_Y(f.geom) AS lat
-"""
+#: Columns every facility query selects (alias ``f`` for facilities): the served fields of
+#: layers.facility, the point as ``lon`` and ``lat`` (the names are constants, never input).
+FEATURE_COLUMNS = ", ".join(
+    "ST_X(f.geom) AS lon, ST_Y(f.geom) AS lat" if name == "geom" else f"f.{name}"
+    for name in SERVED_COLUMNS
+)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -52,7 +53,7 @@ def to_feature(
     }
     if row.get("distance_m") is not None:
         properties["distance_m"] = round(float(row["distance_m"]), 2)
-    if row["layer"] == "toilet" or "live" in row:
+    if "live" in row or has_capability(row["layer"], LIVE_STATUS):
         properties["live"] = row.get("live")
         properties["rating"] = row.get("rating") or {"average": None, "count": 0}
     elif "rating" in row:

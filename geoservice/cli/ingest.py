@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import psycopg
 import typer
+from psycopg.rows import dict_row
+from rich.table import Table
+
+from geoservice.cli.common import migrated_database, settings
+from geoservice.cli.console import err, fail, progress, summary
+from geoservice.db.connection import connect, libpq_url
+from geoservice.disclosures.linking import link_all
+from geoservice.query.h3 import pending_count, sync_cells
+from ingest.mapping import Mapping, load_mapping
+from ingest.pipeline import IngestFailed, IngestOptions, record_failed, run_ingest
+from ingest.report import IngestError, IngestReport
 
 #: steps `servicemap demo` runs after loading the sample facilities: (connection, catalogue path)
 DEMO_STEPS: list[Callable[[Any, Path], None]] = []
@@ -15,84 +28,83 @@ DEMO_STEPS: list[Callable[[Any, Path], None]] = []
 _SHOWN_ISSUES = 20
 
 
+PathArg = Annotated[
+    Path,
+    typer.Argument(
+        help="the file: CSV, GeoJSON, GeoPackage, Shapefile (.shp or .zip), FlatGeobuf, "
+        "GeoParquet, OSM PBF, or saved Tencent/Amap POI responses"
+    ),
+]
+MappingOpt = Annotated[Path | None, typer.Option("--mapping", help="TOML mapping file")]
+LayerOpt = Annotated[str | None, typer.Option(help="every row goes to this layer")]
+LayerFieldOpt = Annotated[
+    str | None, typer.Option("--layer-field", help="column holding each row's layer")
+]
+SourceOpt = Annotated[
+    str | None, typer.Option(help="source name (ids are stable per source); default: file stem")
+]
+CrsOpt = Annotated[
+    str | None,
+    typer.Option(help="coordinates' CRS when the file does not say: EPSG:n, gcj02, bd09"),
+]
+XOpt = Annotated[str | None, typer.Option("--x", help="column of x / longitude / easting")]
+YOpt = Annotated[str | None, typer.Option("--y", help="column of y / latitude / northing")]
+SkipInvalidOpt = Annotated[
+    bool, typer.Option("--skip-invalid", help="load the valid rows, report the rest")
+]
+AllowOutsideOpt = Annotated[
+    bool, typer.Option("--allow-outside", help="keep points outside the district's extent")
+]
+FullOpt = Annotated[
+    bool, typer.Option("--full", help="the file is the whole source: mark missing ones removed")
+]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="validate and count only; write nothing")
+]
+ReportOpt = Annotated[
+    Path | None, typer.Option("--report", help="write the run's report (rejects) as JSON")
+]
+LinkOpt = Annotated[
+    bool,
+    typer.Option(
+        "--link/--no-link", help="re-link facilities to disclosures when anything changed"
+    ),
+]
+H3Opt = Annotated[
+    bool,
+    typer.Option(
+        "--h3/--no-h3",
+        help="index changed facilities' H3 cells now (else the first /api/v1/h3 requests do)",
+    ),
+]
+
+
 def ingest(
-    path: Annotated[
-        Path,
-        typer.Argument(
-            help="the file: CSV, GeoJSON, GeoPackage, Shapefile "
-            "(.shp or .zip), FlatGeobuf, GeoParquet, OSM PBF, "
-            "or saved Tencent/Amap POI responses"
-        ),
-    ],
-    mapping: Annotated[Path | None, typer.Option("--mapping", help="TOML mapping file")] = None,
-    layer: Annotated[str | None, typer.Option(help="every row goes to this layer")] = None,
-    layer_field: Annotated[
-        str | None, typer.Option("--layer-field", help="column holding each row's layer")
-    ] = None,
-    source: Annotated[
-        str | None, typer.Option(help="source name (ids are stable per source); default: file stem")
-    ] = None,
-    crs: Annotated[
-        str | None,
-        typer.Option(help="coordinates' CRS when the file does not say: EPSG:n, gcj02, bd09"),
-    ] = None,
-    x: Annotated[str | None, typer.Option("--x", help="column of x / longitude / easting")] = None,
-    y: Annotated[str | None, typer.Option("--y", help="column of y / latitude / northing")] = None,
-    skip_invalid: Annotated[
-        bool, typer.Option("--skip-invalid", help="load the valid rows, report the rest")
-    ] = False,
-    allow_outside: Annotated[
-        bool, typer.Option("--allow-outside", help="keep points outside the district's extent")
-    ] = False,
-    full: Annotated[
-        bool, typer.Option("--full", help="the file is the whole source: mark missing ones removed")
-    ] = False,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="validate and count only; write nothing")
-    ] = False,
-    report: Annotated[
-        Path | None, typer.Option("--report", help="write the run's report (rejects) as JSON")
-    ] = None,
-    link: Annotated[
-        bool,
-        typer.Option(
-            "--link/--no-link", help="re-link facilities to disclosures when anything changed"
-        ),
-    ] = True,
-    index_h3: Annotated[
-        bool,
-        typer.Option(
-            "--h3/--no-h3",
-            help="index changed facilities' H3 cells now (else the first /api/v1/h3 requests do)",
-        ),
-    ] = True,
+    path: PathArg,
+    mapping: MappingOpt = None,
+    layer: LayerOpt = None,
+    layer_field: LayerFieldOpt = None,
+    source: SourceOpt = None,
+    crs: CrsOpt = None,
+    x: XOpt = None,
+    y: YOpt = None,
+    skip_invalid: SkipInvalidOpt = False,
+    allow_outside: AllowOutsideOpt = False,
+    full: FullOpt = False,
+    dry_run: DryRunOpt = False,
+    report: ReportOpt = None,
+    link: LinkOpt = True,
+    index_h3: H3Opt = True,
 ) -> None:
     """Load facilities from a file; atomic unless --skip-invalid; re-running changes nothing."""
-    from geoservice.cli.common import migrated_database, settings
-    from geoservice.cli.console import err, fail, progress, summary
-    from geoservice.db.connection import connect
-    from ingest.mapping import Mapping, load_mapping
-    from ingest.pipeline import IngestFailed, IngestOptions, record_failed, run_ingest
-    from ingest.report import IngestError, IngestReport
-
     if layer is not None and layer_field is not None:
         fail("give either --layer KEY or --layer-field COL, not both")
     if (x is None) != (y is None):
         fail("give both --x COL and --y COL")
     s = settings()
     url = migrated_database()
-    try:
-        base = load_mapping(mapping) if mapping is not None else Mapping()
-        chosen = base.merged(layer=layer, layer_field=layer_field, source=source, crs=crs, x=x, y=y)
-        if x is not None:
-            chosen.wkt = None
-    except IngestError as exc:
-        # a run that never started is still a run: recorded as failed
-        with connect(url) as conn:
-            failed = record_failed(conn, path, source, str(exc))
-        if report is not None:
-            failed.write_json(report)
-        fail(str(exc))
+    flags = {"layer": layer, "layer_field": layer_field, "source": source, "crs": crs}
+    chosen = _mapping(url, path, mapping, report, x=x, y=y, **flags)
     options = IngestOptions(
         mapping=chosen,
         skip_invalid=skip_invalid,
@@ -103,6 +115,35 @@ def ingest(
         timezone=s.district.timezone,
         lang=s.district.default_lang,
     )
+    result = _load(url, path, options, report)
+    if result.outcome == "dry_run":
+        err.print("dry run: nothing written")
+        return
+    if result.inserted or result.updated or result.removed:
+        _derive(url, index_h3=index_h3, link=link)
+
+
+def _mapping(
+    url: str, path: Path, mapping: Path | None, report: Path | None, **flags: str | None
+) -> Mapping:
+    """The mapping file merged with the flags; a bad one is recorded as a failed run."""
+    try:
+        base = load_mapping(mapping) if mapping is not None else Mapping()
+        chosen = base.merged(**flags)
+    except IngestError as exc:
+        # a run that never started is still a run: recorded as failed
+        with connect(url) as conn:
+            failed = record_failed(conn, path, flags["source"], str(exc))
+        if report is not None:
+            failed.write_json(report)
+        fail(str(exc))
+    if flags["x"] is not None:
+        chosen.wkt = None
+    return chosen
+
+
+def _load(url: str, path: Path, options: IngestOptions, report: Path | None) -> IngestReport:
+    """Run the load with a progress bar; print its issues and summary (and --report)."""
 
     def finish(result: IngestReport) -> None:
         if report is not None:
@@ -123,14 +164,14 @@ def ingest(
             finish(exc.report)
             fail(exc.report.failure_line())
     finish(result)
-    if result.outcome == "dry_run":
-        err.print("dry run: nothing written")
-        return
-    if index_h3 and (result.inserted or result.updated or result.removed):
-        _index_h3(url)
-    if link and (result.inserted or result.updated or result.removed):
-        from geoservice.disclosures.linking import link_all
+    return result
 
+
+def _derive(url: str, *, index_h3: bool, link: bool) -> None:
+    """Derived work after a load that changed rows: H3 cells now, facility ↔ matter links."""
+    if index_h3:
+        _index_h3(url)
+    if link:
         with connect(url) as conn:
             linked = link_all(conn)
         diffs = (linked.rules, linked.name_matches)
@@ -142,23 +183,13 @@ def ingest(
 
 def _index_h3(url: str) -> None:
     """Bring the H3 cells of changed facilities up to date now, not on the first map request."""
-    import asyncio
-
-    import psycopg
-    from psycopg.rows import dict_row
-
-    from geoservice.cli.console import progress
-    from geoservice.db.connection import libpq_url
-    from geoservice.query.h3 import sync_cells
 
     async def run() -> None:
         conn = await psycopg.AsyncConnection.connect(
             libpq_url(url), row_factory=dict_row, autocommit=True
         )
         async with conn:
-            cursor = await conn.execute("SELECT count(*) AS n FROM h3_pending")
-            row = await cursor.fetchone()
-            total = int(row["n"]) if row else 0
+            total = await pending_count(conn)
             with progress() as bar:
                 task = bar.add_task("indexing H3 cells", total=total)
                 while (left := await sync_cells(conn)) > 0:
@@ -167,11 +198,7 @@ def _index_h3(url: str) -> None:
     asyncio.run(run())
 
 
-def _print_issues(result: Any) -> None:
-    from rich.table import Table
-
-    from geoservice.cli.console import err
-
+def _print_issues(result: IngestReport) -> None:
     issues = sorted(result.issues, key=lambda i: (i.severity != "error", i.row or 0))
     if not issues:
         return

@@ -15,7 +15,13 @@ from geoservice.cli import toilets as cli_toilets
 from geoservice.cli import web as cli_web
 from geoservice.cli.common import database, migrated_database, settings
 from geoservice.cli.console import err, fail, out, summary
+from geoservice.cli.workers import serve as run_workers
+from geoservice.db.cluster import Cluster
+from geoservice.db.connection import DatabaseError, connect, database_url, mask_url
+from geoservice.db.migrate import upgrade
 from geoservice.settings import PROJECT_ROOT
+from ingest.pipeline import ingest_file
+from ingest.sample import write_sample, write_scaled
 
 app = typer.Typer(
     name="servicemap",
@@ -33,7 +39,6 @@ app.add_typer(db_app, name="db")
 @db_app.command("up")
 def db_up() -> None:
     """Ensure the database runs (creating the embedded cluster on first use); print its URL."""
-    from geoservice.db.connection import mask_url
 
     url = database(start=True)
     out.print(mask_url(url) if os.environ.get("SERVICEMAP_MASK_URL") else url, soft_wrap=True)
@@ -42,7 +47,6 @@ def db_up() -> None:
 @db_app.command("down")
 def db_down() -> None:
     """Stop the embedded cluster (nothing to do with DATABASE_URL set)."""
-    from geoservice.db.cluster import Cluster
 
     s = settings()
     if s.db.url:
@@ -55,7 +59,6 @@ def db_down() -> None:
 @db_app.command("url")
 def db_url() -> None:
     """Print the database URL in force (without starting anything)."""
-    from geoservice.db.connection import DatabaseError, database_url
 
     try:
         out.print(database_url(settings().db, start=False), soft_wrap=True)
@@ -68,7 +71,6 @@ def db_migrate(
     revision: Annotated[str, typer.Option(help="target revision")] = "head",
 ) -> None:
     """Bring the schema to the latest version (Alembic)."""
-    from geoservice.db.migrate import upgrade
 
     url = database()
     before, after = upgrade(url, revision)
@@ -89,7 +91,6 @@ def sample(
     ] = 42,
 ) -> None:
     """Write the synthetic Luohu sample: <layer>.geojson + disclosures.json, or --scale N files."""
-    from ingest.sample import write_sample, write_scaled
 
     bbox = settings().district.bbox
     started = time.monotonic()
@@ -116,7 +117,6 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="worker processes", min=1, max=64)] = None,
 ) -> None:
     """Serve the map and the API (uvicorn; with several workers, one socket each)."""
-    from geoservice.cli.workers import serve as run_workers
 
     s = settings()
     url = migrated_database()
@@ -139,10 +139,6 @@ def demo(
     no_serve: Annotated[bool, typer.Option("--no-serve", help="load only, do not serve")] = False,
 ) -> None:
     """db up + migrate + sample + ingest + link + serve: the whole district in one command."""
-    from geoservice.db.connection import connect
-    from geoservice.db.migrate import upgrade
-    from ingest.pipeline import ingest_file
-    from ingest.sample import write_sample
 
     url = database()
     upgrade(url)

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import psycopg
+from psycopg import sql
+
 from geoservice.settings import DatabaseSettings
 
 SUPERUSER = "servicemap"
@@ -261,8 +264,6 @@ class Cluster:
         return True
 
     def _ensure_database(self, name: str) -> None:
-        import psycopg
-        from psycopg import sql
 
         deadline = time.monotonic() + 30
         while True:

@@ -9,6 +9,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from geoservice.db.cluster import Cluster
 from geoservice.settings import DatabaseSettings
 
 MIN_POSTGIS = (3, 1)
@@ -31,7 +32,6 @@ def database_url(settings: DatabaseSettings, *, start: bool = False) -> str:
     """``DATABASE_URL`` when set; else the embedded cluster's URL (started when `start`)."""
     if settings.url:
         return settings.url
-    from geoservice.db.cluster import Cluster
 
     cluster = Cluster(settings)
     if start:

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Path, Query, Response
 from psycopg import AsyncConnection, sql
 
-from geoservice.api.deps import PoolDep, SettingsDep
+from geoservice.api.deps import PoolDep, SettingsDep, parse_layer
 from geoservice.api.errors import InvalidParameter, NotFound
 from geoservice.api.features import FEATURE_COLUMNS, feature_collection, json_response, to_feature
 from geoservice.toilets.live import attach
@@ -197,47 +197,9 @@ async def list_disclosures(
     _choice(domain, DOMAINS, "domain")
     for value, parameter in ((matter, "matter"), (facility, "facility"), (q, "q")):
         _no_nul(value, parameter)
-    conditions: list[sql.Composable] = []
-    params: dict[str, Any] = {}
-    prefix = sql.SQL("")
-    if category:
-        conditions.append(sql.SQL("d.category = %(category)s"))
-        params["category"] = category
-    if domain:
-        conditions.append(
-            sql.SQL(
-                "EXISTS (SELECT 1 FROM document_matters dm JOIN matters m ON m.id = dm.matter_id "
-                "WHERE dm.document_id = d.id AND m.domain = %(domain)s)"
-            )
-        )
-        params["domain"] = domain
-    if matter:
-        conditions.append(
-            sql.SQL(
-                "EXISTS (SELECT 1 FROM document_matters dm "
-                "WHERE dm.document_id = d.id AND dm.matter_id = %(matter)s)"
-            )
-        )
-        params["matter"] = matter
-    if q:
-        conditions.append(
-            sql.SQL("(d.title ILIKE %(q)s OR d.title_en ILIKE %(q)s OR d.doc_number ILIKE %(q)s)")
-        )
-        params["q"] = _like(q.strip())
-    if facility:
-        prefix = sql.SQL(_FACILITY_DOCUMENTS)
-        conditions.append(sql.SQL("d.id IN (SELECT document_id FROM docs)"))
-        params["id"] = facility
-    where = sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("TRUE")
-    page = sql.SQL(
-        "{prefix} SELECT {columns}, {matters} FROM documents d WHERE {where} "
-        "ORDER BY d.published_at DESC NULLS LAST, d.id DESC LIMIT %(limit)s OFFSET %(offset)s"
-    ).format(
-        prefix=prefix, columns=sql.SQL(_DOCUMENT_COLUMNS), matters=sql.SQL(_MATTERS_OF), where=where
-    )
-    count = sql.SQL("{prefix} SELECT count(*) AS n FROM documents d WHERE {where}").format(
-        prefix=prefix, where=where
-    )
+    chosen = {k: v for k, v in {"category": category, "domain": domain, "matter": matter,
+                                "facility": facility, "q": q}.items() if v}  # fmt: skip
+    page, count, params = _document_queries(chosen)
     async with pool.connection() as conn:
         if facility:
             cursor = await conn.execute("SELECT 1 FROM facilities WHERE id = %s", (facility,))
@@ -248,15 +210,6 @@ async def list_disclosures(
         ).fetchall()
         total_row = await (await conn.execute(count, params)).fetchone()
     total = int(total_row["n"]) if total_row else 0
-    query = {k: v for k, v in {"category": category, "domain": domain, "matter": matter,
-                               "facility": facility, "q": q}.items() if v}  # fmt: skip
-    links = []
-    if offset + len(rows) < total:
-        next_query = urlencode({**query, "limit": limit, "offset": offset + limit})
-        links.append({"rel": "next", "href": f"/api/v1/disclosures?{next_query}"})
-    if offset > 0:
-        prev_query = urlencode({**query, "limit": limit, "offset": max(0, offset - limit)})
-        links.append({"rel": "prev", "href": f"/api/v1/disclosures?{prev_query}"})
     return json_response(
         {
             "documents": [_document(row) for row in rows],
@@ -264,9 +217,61 @@ async def list_disclosures(
             "numberReturned": len(rows),
             "limit": limit,
             "offset": offset,
-            "links": links,
+            "links": _page_links(chosen, limit, offset, len(rows), total),
         }
     )
+
+
+#: each filter of GET /api/v1/disclosures as a condition on documents ``d``
+_DOCUMENT_FILTERS = {
+    "category": "d.category = %(category)s",
+    "domain": "EXISTS (SELECT 1 FROM document_matters dm JOIN matters m ON m.id = dm.matter_id"
+    " WHERE dm.document_id = d.id AND m.domain = %(domain)s)",
+    "matter": "EXISTS (SELECT 1 FROM document_matters dm"
+    " WHERE dm.document_id = d.id AND dm.matter_id = %(matter)s)",
+    "q": "(d.title ILIKE %(q)s OR d.title_en ILIKE %(q)s OR d.doc_number ILIKE %(q)s)",
+    # the documents reaching the facility come from _FACILITY_DOCUMENTS's CTE ``docs``
+    "facility": "d.id IN (SELECT document_id FROM docs)",
+}
+
+
+def _document_queries(
+    chosen: dict[str, str],
+) -> tuple[sql.Composed, sql.Composed, dict[str, Any]]:
+    """(page query, count query, their parameters) for the chosen filters."""
+    conditions = [sql.SQL(_DOCUMENT_FILTERS[name]) for name in chosen]
+    where = sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("TRUE")
+    params: dict[str, Any] = {k: v for k, v in chosen.items() if k not in ("q", "facility")}
+    if "q" in chosen:
+        params["q"] = _like(chosen["q"].strip())
+    prefix = sql.SQL("")
+    if "facility" in chosen:
+        prefix = sql.SQL(_FACILITY_DOCUMENTS)
+        params["id"] = chosen["facility"]
+    page = sql.SQL(
+        "{prefix} SELECT {columns}, {matters} FROM documents d WHERE {where} "
+        "ORDER BY d.published_at DESC NULLS LAST, d.id DESC LIMIT %(limit)s OFFSET %(offset)s"
+    ).format(
+        prefix=prefix, columns=sql.SQL(_DOCUMENT_COLUMNS), matters=sql.SQL(_MATTERS_OF), where=where
+    )
+    count = sql.SQL("{prefix} SELECT count(*) AS n FROM documents d WHERE {where}").format(
+        prefix=prefix, where=where
+    )
+    return page, count, params
+
+
+def _page_links(
+    query: dict[str, str], limit: int, offset: int, returned: int, total: int
+) -> list[dict[str, str]]:
+    """The next/prev links of a page of documents."""
+    links = []
+    if offset + returned < total:
+        next_query = urlencode({**query, "limit": limit, "offset": offset + limit})
+        links.append({"rel": "next", "href": f"/api/v1/disclosures?{next_query}"})
+    if offset > 0:
+        prev_query = urlencode({**query, "limit": limit, "offset": max(0, offset - limit)})
+        links.append({"rel": "prev", "href": f"/api/v1/disclosures?{prev_query}"})
+    return links
 
 
 # a document's facilities: every facility ↔ matter link in force for its matters, and the
@@ -307,8 +312,6 @@ async def get_disclosure(
 ) -> Response:
     """The document and the facilities it concerns, strongest link first."""
     if layer is not None:
-        from geoservice.api.deps import parse_layer
-
         parse_layer(layer)
     if "\x00" in document_id:
         raise NotFound("no disclosure document with this id")

@@ -91,6 +91,13 @@ def _plan(rows: list[dict[str, Any]]) -> tuple[list[tuple[Any, ...]], list[tuple
     return upserts, [(*key, n) for key, n in deltas.items() if n != 0]
 
 
+async def pending_count(conn: psycopg.AsyncConnection[dict[str, Any]]) -> int:
+    """How many changed facilities wait for their H3 cells."""
+    cursor = await conn.execute("SELECT count(*) AS n FROM h3_pending")
+    row = await cursor.fetchone()
+    return int(row["n"]) if row else 0
+
+
 async def sync_cells(conn: psycopg.AsyncConnection[dict[str, Any]], batch: int = SYNC_BATCH) -> int:
     """Bring ``facility_h3``/``h3_counts`` up to date for one batch of queued facilities.
 

@@ -15,6 +15,7 @@ from psycopg import sql
 
 from geoservice.api.auth import DEVICE_PREFIX, STAFF_PREFIX, new_token, token_hash
 from geoservice.settings import ToiletSettings
+from layers import LIVE_STATUS, has_capability
 
 Conn = psycopg.Connection[dict[str, Any]]
 
@@ -63,7 +64,7 @@ def add_device(conn: Conn, facility_id: str, stalls: int = 0) -> tuple[int, str]
         ).fetchone()
         if facility is None:
             raise ToiletAdminError(f"no facility with id {facility_id!r}")
-        if facility["layer"] != "toilet":
+        if not has_capability(facility["layer"], LIVE_STATUS):
             raise ToiletAdminError(
                 f"facility {facility_id!r} is a {facility['layer']}, not a toilet"
             )

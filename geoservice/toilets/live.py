@@ -24,6 +24,7 @@ from psycopg import AsyncConnection, sql
 from geoservice.api.errors import InvalidParameter
 from geoservice.api.features import iso
 from geoservice.settings import Settings, ToiletSettings
+from layers import LIVE_STATUS, has_capability, keys_with
 
 #: days of the recent rating average
 RECENT_DAYS = 30
@@ -45,12 +46,17 @@ def _online(alias: str, window_s: int) -> sql.Composable:
     )
 
 
+def live_layers() -> sql.Composable:
+    """The keys of the layers with live status (LIVE_STATUS), as an SQL array literal."""
+    return sql.Literal(list(keys_with(LIVE_STATUS)))
+
+
 def available_filter(settings: Settings | None = None) -> sql.Composable:
     """SQL condition (alias f): toilet with a free stall now and an online sensor."""
     return sql.SQL(
-        "f.layer = 'toilet' AND EXISTS (SELECT 1 FROM toilet_status live_s"
+        "f.layer = ANY({}) AND EXISTS (SELECT 1 FROM toilet_status live_s"
         " WHERE live_s.facility_id = f.id AND live_s.stalls_free > 0 AND {})"
-    ).format(_online("live_s", _online_window(settings)))
+    ).format(live_layers(), _online("live_s", _online_window(settings)))
 
 
 def h3_metric(
@@ -102,7 +108,7 @@ def joins(alias: str) -> sql.Composable:
     row = sql.Identifier(alias)
     return sql.SQL(
         " LEFT JOIN LATERAL (SELECT s.facility_id, s.stalls_total, s.stalls_free, s.last_seen"
-        "  FROM toilet_status s WHERE {row}.layer = 'toilet' AND s.facility_id = {row}.id"
+        "  FROM toilet_status s WHERE {row}.layer = ANY({live}) AND s.facility_id = {row}.id"
         "  AND EXISTS (SELECT 1 FROM toilet_devices d"
         "              WHERE d.facility_id = s.facility_id AND d.revoked_at IS NULL)) live_s"
         " ON true"
@@ -111,7 +117,7 @@ def joins(alias: str) -> sql.Composable:
         "  AS average_30d,"
         "  count(*) FILTER (WHERE created_at > now() - make_interval(days => {days})) AS n_30d"
         "  FROM facility_ratings WHERE facility_id = {row}.id) live_r ON true"
-    ).format(row=row, days=sql.Literal(RECENT_DAYS))
+    ).format(row=row, live=live_layers(), days=sql.Literal(RECENT_DAYS))
 
 
 def take(row: dict[str, Any]) -> None:
@@ -121,7 +127,7 @@ def take(row: dict[str, Any]) -> None:
     total, free, seen = (
         row.pop(k) for k in ("live_stalls_total", "live_stalls_free", "live_last_seen")
     )
-    if row["layer"] == "toilet":
+    if has_capability(row["layer"], LIVE_STATUS):
         row["live"] = (
             {
                 "stalls_total": total,

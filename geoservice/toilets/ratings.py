@@ -13,15 +13,17 @@ import math
 import re
 import secrets
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Path, Request, Response
+from psycopg import AsyncConnection
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from geoservice.api.deps import PoolDep, SettingsDep
 from geoservice.api.errors import Conflict, InvalidParameter, NotFound, TooManyRequests
 from geoservice.api.features import iso
 from geoservice.settings import Settings
+from layers import RATINGS, has_capability
 
 router = APIRouter(tags=["ratings"])
 
@@ -159,86 +161,22 @@ async def post_rating(
 ) -> RatingOut:
     """Store one rating; one per client per facility per interval (429 on repeats)."""
     client, cookie, new_cookie = client_hashes(request, settings.service.client_salt)
-    interval_s = settings.toilets.rating_interval_h * 3600
     async with pool.connection() as conn, conn.transaction():
-        facility = await (
-            await conn.execute("SELECT layer, status FROM facilities WHERE id = %s", (facility_id,))
-        ).fetchone()
-        if facility is None:
-            raise NotFound(f"no facility with id {facility_id!r}")
-        if facility["status"] == "removed":
-            raise Conflict(f"facility {facility_id!r} has been removed and cannot be rated")
-        if facility["layer"] != "toilet":
-            extras = [
-                name
-                for name in ("cleanliness", "smell", "supplies")
-                if getattr(rating, name) is not None
-            ] + (["tags"] if rating.tags else [])
-            if extras:
-                raise InvalidParameter(
-                    f"body field(s) {', '.join(extras)}: only toilets take sub-scores and tags;"
-                    f" this is a {facility['layer']}"
-                )
+        await _check_rateable(conn, facility_id, rating)
         # one writer per facility at a time: parallel spam cannot slip two ratings past the check
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('rating:' || %s))", (facility_id,)
-        )
-        recent = await (
-            await conn.execute(
-                "SELECT max(created_at) AS at,"
-                " extract(epoch FROM max(created_at) + make_interval(secs => %(s)s) - now())"
-                " AS wait FROM facility_ratings WHERE facility_id = %(f)s"
-                " AND created_at > now() - make_interval(secs => %(s)s)"
-                " AND (client_hash = %(c)s OR cookie_hash = %(k)s)",
-                {"f": facility_id, "s": interval_s, "c": client, "k": cookie},
-            )
-        ).fetchone()
-        if recent is not None and recent["at"] is not None:
-            raise TooManyRequests(
-                f"this client rated facility {facility_id!r} at {iso(recent['at'])};"
-                f" one rating per {settings.toilets.rating_interval_h:g} hours",
-                retry_after=math.ceil(float(recent["wait"])),
-            )
-        row = await (
-            await conn.execute(
-                "INSERT INTO facility_ratings (facility_id, score, cleanliness, smell, supplies,"
-                " tags, comment, client_hash, cookie_hash)"
-                " VALUES (%s, %s, %s, %s, %s, to_jsonb(%s::text[]), %s, %s, %s)"
-                " RETURNING id, created_at",
-                (
-                    facility_id,
-                    rating.score,
-                    rating.cleanliness,
-                    rating.smell,
-                    rating.supplies,
-                    rating.tags,
-                    rating.comment,
-                    client,
-                    cookie,
-                ),
-            )
-        ).fetchone()
-        assert row is not None
+        await conn.execute(_LOCK_FACILITY, (facility_id,))
+        await _check_not_recent(conn, facility_id, client, cookie, settings)
+        row = await _fetch_one(
+            conn,
+            _INSERT_RATING,
+            (facility_id, rating.score, rating.cleanliness, rating.smell, rating.supplies,
+             rating.tags, rating.comment, client, cookie),
+        )  # fmt: skip
         await refresh_low_rating(conn, facility_id, settings)
-        summary = await (
-            await conn.execute(
-                "SELECT avg(score) AS average, count(*) AS count,"
-                " avg(score) FILTER (WHERE created_at > now() - interval '30 days')"
-                " AS average_30d,"
-                " count(*) FILTER (WHERE created_at > now() - interval '30 days') AS count_30d"
-                " FROM facility_ratings WHERE facility_id = %s",
-                (facility_id,),
-            )
-        ).fetchone()
-    assert summary is not None
+        summary = await _fetch_one(conn, _RATING_SUMMARY, (facility_id,))
     if new_cookie is not None:
         response.set_cookie(
-            COOKIE,
-            new_cookie,
-            max_age=COOKIE_MAX_AGE_S,
-            httponly=True,
-            samesite="lax",
-            path="/",
+            COOKIE, new_cookie, max_age=COOKIE_MAX_AGE_S, httponly=True, samesite="lax", path="/"
         )
     created: datetime = row["created_at"]
     return RatingOut(
@@ -258,6 +196,69 @@ async def post_rating(
             count_30d=int(summary["count_30d"]),
         ),
     )
+
+
+_FACILITY = "SELECT layer, status FROM facilities WHERE id = %s"
+_LOCK_FACILITY = "SELECT pg_advisory_xact_lock(hashtext('rating:' || %s))"
+#: this client's (address + agent, or cookie) latest rating of the facility within the interval
+_RECENT_RATING = """
+SELECT max(created_at) AS at,
+       extract(epoch FROM max(created_at) + make_interval(secs => %(s)s) - now()) AS wait
+  FROM facility_ratings
+ WHERE facility_id = %(f)s AND created_at > now() - make_interval(secs => %(s)s)
+   AND (client_hash = %(c)s OR cookie_hash = %(k)s)
+"""
+_INSERT_RATING = """
+INSERT INTO facility_ratings (facility_id, score, cleanliness, smell, supplies, tags, comment,
+                              client_hash, cookie_hash)
+VALUES (%s, %s, %s, %s, %s, to_jsonb(%s::text[]), %s, %s, %s)
+RETURNING id, created_at
+"""
+_RATING_SUMMARY = """
+SELECT avg(score) AS average, count(*) AS count,
+       avg(score) FILTER (WHERE created_at > now() - interval '30 days') AS average_30d,
+       count(*) FILTER (WHERE created_at > now() - interval '30 days') AS count_30d
+  FROM facility_ratings WHERE facility_id = %s
+"""
+
+
+async def _fetch_one(conn: AsyncConnection[Any], query: str, params: Any) -> dict[str, Any]:
+    row = await (await conn.execute(query, params)).fetchone()
+    assert row is not None  # aggregates and INSERT … RETURNING always give one row
+    return cast(dict[str, Any], row)
+
+
+async def _check_rateable(conn: AsyncConnection[Any], facility_id: str, rating: RatingIn) -> None:
+    """404 for an unknown facility, 409 for a removed one, 422 for a rubric it lacks."""
+    facility = await (await conn.execute(_FACILITY, (facility_id,))).fetchone()
+    if facility is None:
+        raise NotFound(f"no facility with id {facility_id!r}")
+    if facility["status"] == "removed":
+        raise Conflict(f"facility {facility_id!r} has been removed and cannot be rated")
+    if has_capability(facility["layer"], RATINGS):
+        return
+    extras = [n for n in ("cleanliness", "smell", "supplies") if getattr(rating, n) is not None]
+    extras += ["tags"] if rating.tags else []
+    if extras:
+        raise InvalidParameter(
+            f"body field(s) {', '.join(extras)}: only toilets take sub-scores and tags;"
+            f" this is a {facility['layer']}"
+        )
+
+
+async def _check_not_recent(
+    conn: AsyncConnection[Any], facility_id: str, client: str, cookie: str, settings: Settings
+) -> None:
+    """429 (with Retry-After) when this client rated the facility within the interval."""
+    interval_s = settings.toilets.rating_interval_h * 3600
+    params = {"f": facility_id, "s": interval_s, "c": client, "k": cookie}
+    recent = await (await conn.execute(_RECENT_RATING, params)).fetchone()
+    if recent is not None and recent["at"] is not None:
+        raise TooManyRequests(
+            f"this client rated facility {facility_id!r} at {iso(recent['at'])};"
+            f" one rating per {settings.toilets.rating_interval_h:g} hours",
+            retry_after=math.ceil(float(recent["wait"])),
+        )
 
 
 def _round(value: Any) -> float | None:

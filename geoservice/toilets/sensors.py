@@ -42,6 +42,7 @@ from geoservice.api.errors import (
 from geoservice.api.features import iso
 from geoservice.settings import ToiletSettings
 from geoservice.toilets.writer import IngestWriter, Job, reading_row, writer_lifespan
+from layers import LIVE_STATUS, has_capability
 
 router = APIRouter(tags=["smart toilets"], lifespan=writer_lifespan)
 
@@ -452,7 +453,7 @@ async def toilet_status(
             (toilets.online_window_s, facility_id),
         )
     ).fetchone()
-    if row is None or row["layer"] != "toilet":
+    if row is None or not has_capability(row["layer"], LIVE_STATUS):
         raise NotFound(f"no toilet with id {facility_id!r}")
     has_status = row["stalls_total"] is not None
     return {

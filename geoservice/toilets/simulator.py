@@ -24,6 +24,7 @@ import orjson
 import psycopg
 
 from geoservice.toilets.admin import add_device, revoke_device
+from layers import LIVE_STATUS, keys_with
 
 #: arrivals per stall per minute by local hour (a busy urban public toilet)
 HOURLY_ARRIVALS = (
@@ -162,9 +163,9 @@ def run_simulation(
 ) -> dict[str, int]:
     """Register sensors on `toilets` toilets, post readings every `interval` s; revoke on exit."""
     rows = conn.execute(
-        "SELECT id, attributes FROM facilities WHERE layer = 'toilet' AND status = 'active'"
+        "SELECT id, attributes FROM facilities WHERE layer = ANY(%s) AND status = 'active'"
         " ORDER BY id LIMIT %s",
-        (toilets,),
+        (list(keys_with(LIVE_STATUS)), toilets),
     ).fetchall()
     if not rows:
         raise SystemExit("no active toilets loaded: run `servicemap demo --no-serve` first")

@@ -22,6 +22,7 @@ from geoservice.api.auth import StaffDep
 from geoservice.api.deps import BBoxDep, LayersDep, PoolDep, SettingsDep
 from geoservice.api.errors import InvalidParameter, NotFound
 from geoservice.api.features import iso
+from layers import LIVE_STATUS, has_capability
 
 router = APIRouter(tags=["staff"])
 
@@ -289,7 +290,7 @@ async def toilet_cleaned(facility_id: ToiletId, staff: StaffDep, pool: PoolDep) 
         facility = await (
             await conn.execute("SELECT layer FROM facilities WHERE id = %s", (facility_id,))
         ).fetchone()
-        if facility is None or facility["layer"] != "toilet":
+        if facility is None or not has_capability(facility["layer"], LIVE_STATUS):
             raise NotFound(f"no toilet with id {facility_id!r}")
         await conn.execute(
             "INSERT INTO toilet_status (facility_id) VALUES (%s) ON CONFLICT DO NOTHING",
