@@ -15,6 +15,7 @@ from geoservice.cli.console import err, fail, summary
 from geoservice.db.connection import connect
 from geoservice.disclosures.linking import effective_link_counts, link_all
 from ingest.disclosures import CatalogueError, CatalogueInvalid, ingest_catalogue
+from layers.facility import live
 from web.qr import SheetItem, facility_url, sheet
 
 if TYPE_CHECKING:
@@ -144,7 +145,7 @@ def qr(
         for key in dict.fromkeys(layer):
             facilities = conn.execute(
                 "SELECT id, name FROM facilities WHERE layer = %s "
-                "AND (%s OR status <> 'removed') ORDER BY name, id",
+                f"AND (%s OR {live(None)}) ORDER BY name, id",
                 (key, include_removed),
             ).fetchall()
             items = [SheetItem(f["name"], facility_url(public_url, f["id"])) for f in facilities]

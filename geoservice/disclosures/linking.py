@@ -32,6 +32,7 @@ import psycopg
 from psycopg.rows import tuple_row
 
 import layers
+from layers.facility import live
 
 #: link scores: how sure each method is (manual links are 1.0)
 SCORE_MANUAL = 1.0
@@ -286,13 +287,13 @@ SELECT count(*) FILTER (WHERE inserted) AS added, count(*) FILTER (WHERE NOT ins
 FROM written
 """
 
-_MANUAL = """
+_MANUAL = f"""
 SELECT count(*) FILTER (WHERE f.id IS NOT NULL AND NOT ml.exclude) AS manual,
        count(*) FILTER (WHERE f.id IS NOT NULL AND ml.exclude) AS excluded,
        count(*) FILTER (WHERE f.id IS NULL) AS unresolved
 FROM manual_links ml
 LEFT JOIN facilities f
-  ON f.source = ml.source AND f.source_id = ml.source_id AND f.status <> 'removed'
+  ON f.source = ml.source AND f.source_id = ml.source_id AND {live("f")}
 """
 
 
@@ -313,7 +314,7 @@ def link_all(conn: psycopg.Connection[Any]) -> LinkReport:
         report.matters = len(matters)
         rules = rule_links(matters, normalise)
 
-        cur.execute("SELECT id, name, name_en FROM facilities WHERE status <> 'removed'")
+        cur.execute(f"SELECT id, name, name_en FROM facilities WHERE {live(None)}")
         facilities = cur.fetchall()
         report.facilities = len(facilities)
         matcher = NameMatcher(facilities, normalise)

@@ -18,6 +18,7 @@ from geoservice.api.errors import InvalidParameter, NotFound
 from geoservice.api.features import FEATURE_COLUMNS, feature_collection, json_response, to_feature
 from geoservice.toilets.live import attach
 from layers import CATEGORIES, DOMAINS
+from layers.facility import live
 
 router = APIRouter(tags=["disclosures"])
 
@@ -290,11 +291,11 @@ WITH links AS (
 SELECT {columns}, b.method AS link_method, b.score AS link_score, b.matched AS link_matched,
        b.matter_id AS link_matter, count(*) OVER () AS total
 FROM best b JOIN facilities f ON f.id = b.facility_id
-WHERE f.status <> 'removed' AND (%(layer)s::text IS NULL OR f.layer = %(layer)s)
+WHERE {live} AND (%(layer)s::text IS NULL OR f.layer = %(layer)s)
 ORDER BY b.direct, b.score DESC, f.name, f.id
 LIMIT %(limit)s OFFSET %(offset)s
 """
-).format(columns=sql.SQL(FEATURE_COLUMNS))
+).format(columns=sql.SQL(FEATURE_COLUMNS), live=sql.SQL(live("f")))
 
 
 @router.get(

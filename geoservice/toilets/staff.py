@@ -23,6 +23,7 @@ from geoservice.api.deps import BBoxDep, LayersDep, PoolDep, SettingsDep
 from geoservice.api.errors import InvalidParameter, NotFound
 from geoservice.api.features import iso
 from layers import LIVE_STATUS, has_capability
+from layers.facility import live
 
 router = APIRouter(tags=["staff"])
 
@@ -183,7 +184,7 @@ async def staff_ratings(
     return {"ratings": ratings, "sort": sort, "limit": limit, "offset": offset}
 
 
-_ALERTS_SQL = """
+_ALERTS_SQL = f"""
 WITH live_devices AS (
     SELECT facility_id, min(created_at) AS registered
       FROM toilet_devices WHERE revoked_at IS NULL GROUP BY facility_id
@@ -218,7 +219,7 @@ WITH live_devices AS (
 SELECT alerts.kind, alerts.facility_id, f.name AS facility_name, f.layer, alerts.since,
        alerts.detail, ST_X(f.geom) AS lon, ST_Y(f.geom) AS lat
   FROM alerts JOIN facilities f ON f.id = alerts.facility_id
- WHERE f.status <> 'removed' AND alerts.kind = ANY(%(kinds)s)
+ WHERE {live("f")} AND alerts.kind = ANY(%(kinds)s)
  ORDER BY alerts.since, alerts.kind, alerts.facility_id
  LIMIT %(limit)s
 """
