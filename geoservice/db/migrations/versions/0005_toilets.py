@@ -2,20 +2,14 @@
 
 Revision ID: 0005
 Revises: 0004
+
+Frozen history: the tables are written out as they were created, never imported from the
+models (which describe today's schema; tests/geoservice/test_schema.py compares the two).
 """
 
+import sqlalchemy as sa
 from alembic import op
-
-from geoservice.db.models import (
-    facility_rating_alerts,
-    facility_ratings,
-    staff_members,
-    toilet_cleanings,
-    toilet_devices,
-    toilet_readings,
-    toilet_stalls,
-    toilet_status,
-)
+from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0005"
 down_revision = "0004"
@@ -23,14 +17,14 @@ branch_labels = None
 depends_on = None
 
 TABLES = (
-    toilet_devices,
-    toilet_stalls,
-    toilet_readings,
-    toilet_status,
-    facility_ratings,
-    facility_rating_alerts,
-    staff_members,
-    toilet_cleanings,
+    "toilet_devices",
+    "toilet_stalls",
+    "toilet_readings",
+    "toilet_status",
+    "facility_ratings",
+    "facility_rating_alerts",
+    "staff_members",
+    "toilet_cleanings",
 )
 
 # One partition per month, named toilet_readings_yYYYYmMM. Creating one takes a lock on the
@@ -83,7 +77,7 @@ $fn$;
 """
 
 # Sensor posts are stored by one call per transaction, for several posts at once (the
-# service's group commit, geoservice/sensor_writer.py). Each post in p_posts is
+# service's group commit, geoservice/toilets/writer.py). Each post in p_posts is
 # {"device", "facility", "readings": [...validated readings...], "seq_min", "seq_max",
 #  "stalls": [{"id", "occupied", "at"}] (the newest state of each stall in the post),
 #  "newest", "nh3_ppm", "humidity_pct", "battery_pct" (the post's newest reading)};
@@ -236,9 +230,204 @@ INGEST_MANY_SIGNATURE = "toilet_ingest_many(jsonb, double precision, bigint, int
 
 
 def upgrade() -> None:
-    bind = op.get_bind()
-    for table in TABLES:
-        table.create(bind)
+    op.create_table(
+        "toilet_devices",
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
+        sa.Column("facility_id", sa.Text(), nullable=False),
+        sa.Column("token_hash", sa.Text(), nullable=False),
+        sa.Column("stalls", sa.Integer(), server_default="0", nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("revoked_at", sa.DateTime(timezone=True)),
+        sa.PrimaryKeyConstraint("id", name="toilet_devices_pkey"),
+        sa.ForeignKeyConstraint(
+            ["facility_id"],
+            ["facilities.id"],
+            name="toilet_devices_facility_id_fkey",
+            ondelete="CASCADE",
+        ),
+        sa.UniqueConstraint("token_hash", name="toilet_devices_token_hash_key"),
+    )
+    op.create_index("toilet_devices_facility_idx", "toilet_devices", ["facility_id"])
+
+    op.create_table(
+        "toilet_stalls",
+        sa.Column("device_id", sa.BigInteger(), nullable=False),
+        sa.Column("stall_id", sa.Text(), nullable=False),
+        sa.Column("facility_id", sa.Text(), nullable=False),
+        sa.Column("occupied", sa.Boolean()),
+        sa.Column("observed_at", sa.DateTime(timezone=True)),
+        sa.PrimaryKeyConstraint("device_id", "stall_id", name="toilet_stalls_pkey"),
+        sa.ForeignKeyConstraint(
+            ["device_id"],
+            ["toilet_devices.id"],
+            name="toilet_stalls_device_id_fkey",
+            ondelete="CASCADE",
+        ),
+    )
+    op.create_index("toilet_stalls_facility_idx", "toilet_stalls", ["facility_id"])
+
+    op.create_table(
+        "toilet_readings",
+        sa.Column("device_id", sa.BigInteger(), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("facility_id", sa.Text(), nullable=False),
+        sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column(
+            "received_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("stalls", JSONB(), server_default=sa.text("'[]'::jsonb"), nullable=False),
+        sa.Column("stalls_total", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("stalls_free", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("people_count", sa.Integer()),
+        sa.Column("nh3_ppm", sa.Float()),
+        sa.Column("humidity_pct", sa.Float()),
+        sa.Column("battery_pct", sa.Float()),
+        sa.Column("consumables", JSONB()),
+        postgresql_partition_by="RANGE (observed_at)",
+    )
+    op.create_index("toilet_readings_device_seq_idx", "toilet_readings", ["device_id", "seq"])
+
+    op.create_table(
+        "toilet_status",
+        sa.Column("facility_id", sa.Text(), nullable=False),
+        sa.Column("stalls_total", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("stalls_free", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("people_since_clean", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("nh3_ppm", sa.Float()),
+        sa.Column("humidity_pct", sa.Float()),
+        sa.Column("battery_pct", sa.Float()),
+        sa.Column("observed_at", sa.DateTime(timezone=True)),
+        sa.Column("last_seen", sa.DateTime(timezone=True)),
+        sa.Column("nh3_high_since", sa.DateTime(timezone=True)),
+        sa.Column("busy_since", sa.DateTime(timezone=True)),
+        sa.Column("cleaned_at", sa.DateTime(timezone=True)),
+        sa.Column("cleaned_by", sa.Text()),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.PrimaryKeyConstraint("facility_id", name="toilet_status_pkey"),
+        sa.ForeignKeyConstraint(
+            ["facility_id"],
+            ["facilities.id"],
+            name="toilet_status_facility_id_fkey",
+            ondelete="CASCADE",
+        ),
+    )
+
+    op.create_table(
+        "facility_ratings",
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
+        sa.Column("facility_id", sa.Text(), nullable=False),
+        sa.Column("score", sa.Integer(), nullable=False),
+        sa.Column("cleanliness", sa.Integer()),
+        sa.Column("smell", sa.Integer()),
+        sa.Column("supplies", sa.Integer()),
+        sa.Column("tags", JSONB(), server_default=sa.text("'[]'::jsonb"), nullable=False),
+        sa.Column("comment", sa.Text()),
+        sa.Column("client_hash", sa.Text(), nullable=False),
+        sa.Column("cookie_hash", sa.Text()),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.PrimaryKeyConstraint("id", name="facility_ratings_pkey"),
+        sa.ForeignKeyConstraint(
+            ["facility_id"],
+            ["facilities.id"],
+            name="facility_ratings_facility_id_fkey",
+            ondelete="CASCADE",
+        ),
+        sa.CheckConstraint("score BETWEEN 1 AND 5", name="facility_ratings_score_check"),
+        sa.CheckConstraint(
+            "(cleanliness IS NULL OR cleanliness BETWEEN 1 AND 5)"
+            " AND (smell IS NULL OR smell BETWEEN 1 AND 5)"
+            " AND (supplies IS NULL OR supplies BETWEEN 1 AND 5)",
+            name="facility_ratings_subscores_check",
+        ),
+        sa.CheckConstraint(
+            "comment IS NULL OR char_length(comment) <= 500",
+            name="facility_ratings_comment_check",
+        ),
+    )
+    op.create_index(
+        "facility_ratings_facility_idx", "facility_ratings", ["facility_id", "created_at"]
+    )
+    op.create_index(
+        "facility_ratings_client_idx", "facility_ratings", ["client_hash", "created_at"]
+    )
+    op.create_index(
+        "facility_ratings_cookie_idx", "facility_ratings", ["cookie_hash", "created_at"]
+    )
+    op.create_index("facility_ratings_created_idx", "facility_ratings", ["created_at"])
+
+    op.create_table(
+        "facility_rating_alerts",
+        sa.Column("facility_id", sa.Text(), nullable=False),
+        sa.Column("low_since", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("facility_id", name="facility_rating_alerts_pkey"),
+        sa.ForeignKeyConstraint(
+            ["facility_id"],
+            ["facilities.id"],
+            name="facility_rating_alerts_facility_id_fkey",
+            ondelete="CASCADE",
+        ),
+    )
+
+    op.create_table(
+        "staff_members",
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("token_hash", sa.Text(), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("revoked_at", sa.DateTime(timezone=True)),
+        sa.PrimaryKeyConstraint("id", name="staff_members_pkey"),
+        sa.UniqueConstraint("name", name="staff_members_name_key"),
+        sa.UniqueConstraint("token_hash", name="staff_members_token_hash_key"),
+    )
+
+    op.create_table(
+        "toilet_cleanings",
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
+        sa.Column("facility_id", sa.Text(), nullable=False),
+        sa.Column("staff_name", sa.Text(), nullable=False),
+        sa.Column(
+            "cleaned_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("people_since_clean", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("closed_alerts", JSONB(), server_default=sa.text("'[]'::jsonb"), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="toilet_cleanings_pkey"),
+        sa.ForeignKeyConstraint(
+            ["facility_id"],
+            ["facilities.id"],
+            name="toilet_cleanings_facility_id_fkey",
+            ondelete="CASCADE",
+        ),
+    )
+    op.create_index(
+        "toilet_cleanings_facility_idx", "toilet_cleanings", ["facility_id", "cleaned_at"]
+    )
+
     op.execute(ENSURE_PARTITION)
     op.execute(MAINTAIN)
     op.execute(INGEST_MANY)
@@ -249,6 +438,5 @@ def downgrade() -> None:
     op.execute(f"DROP FUNCTION IF EXISTS {INGEST_MANY_SIGNATURE}")
     op.execute("DROP FUNCTION IF EXISTS toilet_readings_maintain(integer, integer)")
     op.execute("DROP FUNCTION IF EXISTS toilet_readings_ensure_partition(date)")
-    bind = op.get_bind()
     for table in reversed(TABLES):
-        table.drop(bind)
+        op.drop_table(table)

@@ -8,7 +8,8 @@ Revision ID: 0006
 Revises: 0005
 """
 
-import importlib
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 from alembic import op
@@ -164,8 +165,16 @@ SIGNATURES = (
 
 
 def _previous() -> Any:
-    """The 0005 revision module (its function text and signature)."""
-    return importlib.import_module("geoservice.db.migrations.versions.0005_toilets")
+    """The 0005 revision module (its function text and signature), loaded from beside this file.
+
+    By path, not by package: the migrations may move, and history stays self-contained.
+    """
+    path = Path(__file__).with_name("0005_toilets.py")
+    spec = importlib.util.spec_from_file_location("servicemap_migration_0005", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def upgrade() -> None:
