@@ -1,4 +1,20 @@
-"""The schema as SQLAlchemy Core tables (the migrations create them; queries may use them)."""
+"""The schema as SQLAlchemy Core tables: the one description of every table (queries may use them).
+
+Every table the migrations create is described here, with its columns, types, server defaults,
+keys, constraints and indexes under their database names; tests/geoservice/test_schema.py
+migrates an empty database and checks with Alembic's autogenerate comparison
+(``geoservice.db.migrate.schema_differences``) that models and database agree. A schema change is
+therefore two edits: the model here, and a new migration (``alembic revision --autogenerate``
+drafts it). The migrations are frozen history and never import this module.
+
+What the models leave to the migrations, because SQLAlchemy tables do not describe it:
+views (``facility_matter_links``), triggers and functions (the H3 queue triggers, the
+toilet_readings partition and sensor ingestion functions), extensions (postgis, pg_trgm), and the
+monthly partitions of ``toilet_readings`` (created by ``toilet_readings_maintain()``; the
+partitioning itself is in the model's ``postgresql_partition_by``). Spatial indexes are explicit
+``Index`` objects (``spatial_index=False`` on every geometry column), so they are compared like any
+other index.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +31,15 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Sequence,
+    SmallInteger,
     Table,
     Text,
     UniqueConstraint,
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData()
 
@@ -50,7 +68,7 @@ facilities = Table(
     Column("attributes", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("geom", Geometry("POINT", srid=4326, spatial_index=False), nullable=False),
     Column("footprint", Geometry("GEOMETRY", srid=4326, spatial_index=False)),
-    # H3 cell at resolution 15 as a bigint (coarser cells: facility_h3, see migration 0003)
+    # H3 cell at resolution 15 as a bigint (every resolution's cell: facility_h3)
     Column("h3_15", BigInteger, nullable=False),
     # hash of the stored fields: an unchanged row is never rewritten
     Column("content_hash", Text, nullable=False),
@@ -94,6 +112,48 @@ ingest_runs = Table(
     Column("report", JSONB),
 )
 
+# --- H3 cells and counts per cell (migration 0003) -------------------------------------------
+# H3 cells do not nest exactly, so each facility's cell at every resolution is computed by h3
+# itself (geoservice.query.h3.sync_cells) and the counts per (resolution, layer, cell) are kept
+# in h3_counts. Statement-level triggers on facilities (in the migration) queue every facility
+# whose geometry, layer or removed-ness changed in h3_pending.
+
+h3_pending_seq = Sequence("h3_pending_seq", metadata=metadata)
+
+h3_pending = Table(
+    "h3_pending",
+    metadata,
+    Column("facility_id", Text, primary_key=True),
+    # the queue's order: re-queuing a facility moves it to the back
+    Column(
+        "changed",
+        BigInteger,
+        nullable=False,
+        server_default=text("nextval('h3_pending_seq')"),
+    ),
+)
+
+# what h3_counts currently counts for each facility
+facility_h3 = Table(
+    "facility_h3",
+    metadata,
+    Column("facility_id", Text, primary_key=True),
+    Column("layer", Text, nullable=False),
+    # not removed: only live facilities are counted
+    Column("live", Boolean, nullable=False),
+    # cells[r + 1] = the cell at resolution r (0-15)
+    Column("cells", ARRAY(BigInteger), nullable=False),
+)
+
+h3_counts = Table(
+    "h3_counts",
+    metadata,
+    Column("resolution", SmallInteger, primary_key=True),
+    Column("layer", Text, primary_key=True),
+    Column("cell", BigInteger, primary_key=True),
+    Column("count", Integer, nullable=False),
+)
+
 # --- disclosures (issue "Five disclosures") adds its tables below this line -----------------
 
 LINK_METHODS = ("manual", "rule", "name_match")
@@ -130,6 +190,13 @@ documents = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("documents_category_published_idx", "category", text("published_at DESC")),
     Index("documents_published_idx", text("published_at DESC"), "id"),
+    # free-text search over titles (GET /api/v1/disclosures?q=): pg_trgm
+    Index(
+        "documents_title_trgm_idx",
+        "title",
+        postgresql_using="gin",
+        postgresql_ops={"title": "gin_trgm_ops"},
+    ),
 )
 
 document_matters = Table(
