@@ -24,9 +24,13 @@ import folium
 import jinja2
 from branca.element import Figure, MacroElement
 from folium.template import Template
+from psycopg import AsyncConnection
 
 import layers
+from geoservice.api.features import to_feature
+from geoservice.query import pages as queries
 from geoservice.settings import Settings
+from geoservice.toilets.live import attach
 
 WEB_DIR = Path(__file__).resolve().parent
 STATIC_DIR = WEB_DIR / "static"
@@ -555,43 +559,37 @@ def _text_date(value: Any) -> str:
 
 
 async def embedded_data(
-    conn: Any, settings: Settings, layer_keys: Sequence[str], *, generated_at: str
+    conn: AsyncConnection[dict[str, Any]],
+    settings: Settings,
+    layer_keys: Sequence[str],
+    *,
+    generated_at: str,
 ) -> dict[str, Any]:
     """Every live facility of these layers as the standalone file's compact table.
 
-    Uses the same row shaping (to_feature), live status and disclosure queries as the API;
-    each facility keeps its newest DISCLOSURES_PER_STAGE documents per stage, each document
-    stored once however many facilities share it.
+    Uses the same row shaping (to_feature) and live status as the API, and one set-based query
+    for the disclosures (the same documents, in the same order, as a facility's groups): each
+    facility keeps its newest DISCLOSURES_PER_STAGE documents per stage, each document stored
+    once however many facilities share it.
     """
-    from psycopg import sql
-
-    from geoservice.api.features import FEATURE_COLUMNS, to_feature
-    from geoservice.disclosures.routes import facility_disclosures
-    from geoservice.toilets.live import attach
-
-    query = sql.SQL(
-        "SELECT {columns} FROM facilities f WHERE f.status <> 'removed' AND f.layer = ANY(%s)"
-        " ORDER BY f.layer, f.id LIMIT %s"
-    ).format(columns=sql.SQL(FEATURE_COLUMNS))
-    cursor = await conn.execute(query, (list(layer_keys), MAX_EMBEDDED + 1))
-    rows = await cursor.fetchall()
+    rows = await queries.live_facility_rows(conn, layer_keys, limit=MAX_EMBEDDED + 1)
     if len(rows) > MAX_EMBEDDED:
         raise ValueError(f"more than {MAX_EMBEDDED:,} facilities: choose fewer layers with --layer")
     await attach(conn, rows, settings)
+    newest = await queries.newest_documents(
+        conn, [row["id"] for row in rows], per_stage=DISCLOSURES_PER_STAGE
+    )
     index = {key: i for i, key in enumerate(layer_keys)}
     documents: dict[str, list[Any]] = {}
     table = []
     for row in rows:
         feature = to_feature(row, timezone=settings.district.timezone)
-        groups = await facility_disclosures(conn, row["id"])
         doc_ids: list[str] = []
-        for category, docs in groups.items():
-            newest = sorted(docs, key=lambda d: _text_date(d.get("published_at")), reverse=True)
-            for doc in newest[:DISCLOSURES_PER_STAGE]:
+        for category, docs in newest.get(row["id"], {}).items():
+            for doc in docs:
                 doc_id = str(doc["id"])
                 documents.setdefault(
-                    doc_id,
-                    [doc["title"], doc.get("url"), _text_date(doc.get("published_at")), category],
+                    doc_id, [doc["title"], doc["url"], _text_date(doc["published_at"]), category]
                 )
                 doc_ids.append(doc_id)
         table.append(embedded_row(feature, index[row["layer"]], doc_ids))

@@ -27,6 +27,7 @@ from geoservice.api.deps import LangDep, PoolDep, SettingsDep
 from geoservice.api.errors import NotFound
 from geoservice.disclosures.routes import facility_disclosure_groups
 from geoservice.query.facilities import get_facility
+from geoservice.query.pages import facility_name
 from geoservice.settings import Settings
 from web.qr import facility_url, png, svg
 
@@ -258,11 +259,10 @@ async def _require(pool: PoolDep, facility_id: str) -> str:
     if "\x00" in facility_id:
         raise NotFound("no facility with this id")
     async with pool.connection() as conn:
-        cursor = await conn.execute("SELECT name FROM facilities WHERE id = %s", (facility_id,))
-        row = await cursor.fetchone()
-    if row is None:
+        name = await facility_name(conn, facility_id)
+    if name is None:
         raise NotFound(f"no facility with id {facility_id!r}")
-    return str(row["name"])
+    return name
 
 
 @router.get("/facilities/{facility_id}/qr.svg")

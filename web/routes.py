@@ -11,15 +11,15 @@ import json
 import logging
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import psycopg
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from geoservice.api.deps import LangDep, PoolDep, SettingsDep
+from geoservice.api.deps import DictPool, LangDep, PoolDep, SettingsDep
 from geoservice.api.errors import NotFound
+from geoservice.query import pages as queries
 from geoservice.settings import Settings
 from web import map as web_map
 from web.map import INSTALL_HINT, STATIC_DIR, WEB_DIR, build_map, missing_assets
@@ -37,10 +37,6 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 #: unversioned asset URLs (other pages reference /static/vendor/... directly)
 REVALIDATE = "public, max-age=86400"
 MAX_PATH_LENGTH = 300
-
-_COUNTS_SQL = (
-    "SELECT layer, count(*)::int AS n FROM facilities WHERE status <> 'removed' GROUP BY layer"
-)
 
 
 @lru_cache(maxsize=1)
@@ -98,17 +94,15 @@ async def static_asset(asset_path: str, request: Request) -> Response:
     return _file_response(path, request)
 
 
-async def layer_counts(pool: Any) -> dict[str, int] | None:
+async def layer_counts(pool: DictPool) -> dict[str, int] | None:
     """Facilities per layer (removed ones excluded); None when the database cannot answer."""
     try:
         async with pool.connection(timeout=2) as conn:
-            cursor = await conn.execute(_COUNTS_SQL)
-            rows = await cursor.fetchall()
+            return await queries.layer_counts(conn)
     except (psycopg.Error, TimeoutError) as exc:
         # the page still renders: the legend just has no counts until the database is back
         logger.warning("map page without counts: %s", type(exc).__name__)
         return None
-    return {row["layer"]: row["n"] for row in rows}
 
 
 def content_security_policy(settings: Settings) -> str:
