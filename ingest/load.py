@@ -27,66 +27,30 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from psycopg import sql
 
-#: The canonical record columns every reader/transform produces, in COPY order.
-RECORD_COLUMNS = (
-    "id",
-    "source_id",
-    "layer",
-    "name",
-    "name_en",
-    "address",
-    "phone",
-    "website",
-    "opening_hours",
-    "opening_hours_raw",
-    "accessible",
-    "status",
-    "status_reason",
-    "attributes",
-    "lon",
-    "lat",
-    "footprint",
-    "h3_15",
-    "verified_at",
-)
+from layers import facility
 
-#: COPY column order: the record columns, where each row came from, its content hash
-STAGING_COLUMNS = (*RECORD_COLUMNS, "row_no", "content_hash")
+#: COPY column order: the record columns (layers.facility), where each row came from, its hash
+STAGING_COLUMNS = (*facility.RECORD_COLUMNS, "row_no", "content_hash")
 
-#: the stored fields whose change makes a row "updated"
-HASHED_COLUMNS = (
-    "layer", "name", "name_en", "address", "phone", "website", "opening_hours",
-    "opening_hours_raw", "accessible", "status", "status_reason", "attributes", "lon", "lat",
-    "footprint", "verified_at",
-)  # fmt: skip
 
-_STAGING_DDL = """
-CREATE TEMP TABLE IF NOT EXISTS facility_staging (
-    id text NOT NULL,
-    source_id text NOT NULL,
-    layer text NOT NULL,
-    name text NOT NULL,
-    name_en text,
-    address text,
-    phone text,
-    website text,
-    opening_hours text,
-    opening_hours_raw text,
-    accessible boolean,
-    status text NOT NULL,
-    status_reason text,
-    attributes jsonb NOT NULL,
-    lon double precision NOT NULL,
-    lat double precision NOT NULL,
-    footprint text,
-    h3_15 bigint NOT NULL,
-    verified_at timestamptz,
-    row_no bigint,
-    content_hash text
-) ON COMMIT DROP;
+def _staging_column(name: str, sql_type: str, required: bool) -> sql.Composable:
+    not_null = sql.SQL(" NOT NULL") if required else sql.SQL("")
+    return sql.SQL("{} {}{}").format(sql.Identifier(name), sql.SQL(sql_type), not_null)
+
+
+_STAGING_DDL = sql.SQL("""
+CREATE TEMP TABLE IF NOT EXISTS facility_staging ({columns}) ON COMMIT DROP;
 -- ids the file lists that were not staged (rejected rows): --full must not mark them removed
 CREATE TEMP TABLE IF NOT EXISTS facility_seen (source_id text NOT NULL) ON COMMIT DROP
-"""
+""").format(
+    columns=sql.SQL(", ").join(
+        [
+            *(_staging_column(f.name, f.sql_type, f.required) for f in facility.RECORD_FIELDS),
+            _staging_column("row_no", "bigint", False),
+            _staging_column("content_hash", "text", False),
+        ]
+    )
+)
 
 # One statement for the whole staged file. Joined chunk by chunk, every chunk paid a full scan
 # of the source's stored rows (a hash join over all of them), so a re-ingest grew with the
@@ -94,36 +58,18 @@ CREATE TEMP TABLE IF NOT EXISTS facility_seen (source_id text NOT NULL) ON COMMI
 # content hash (computed client-side, column-wise: `content_hashes`) before the INSERT: ON
 # CONFLICT DO UPDATE would otherwise lock (and so rewrite) every existing row even when its
 # WHERE is false. Rows go in id order, which keeps the primary-key B-tree inserts local.
-_UPSERT = """
+_UPSERT_TEMPLATE = """
 WITH changed AS (
     SELECT s.*
     FROM facility_staging s
     LEFT JOIN facilities f ON f.source = %(source)s AND f.source_id = s.source_id
     WHERE f.content_hash IS DISTINCT FROM s.content_hash
 ), written AS (
-    INSERT INTO facilities AS f (
-        id, layer, name, name_en, address, phone, website, opening_hours, opening_hours_raw,
-        accessible, status, status_reason, source, source_id, attributes, geom, footprint,
-        h3_15, content_hash, verified_at
-    )
-    SELECT st.id, st.layer, st.name, st.name_en,
-           st.address, st.phone, st.website, st.opening_hours, st.opening_hours_raw,
-           st.accessible, st.status, st.status_reason, %(source)s, st.source_id, st.attributes,
-           ST_SetSRID(ST_MakePoint(st.lon, st.lat), 4326),
-           CASE WHEN st.footprint IS NULL THEN NULL
-                ELSE ST_SetSRID(ST_GeomFromEWKB(decode(st.footprint, 'hex')), 4326) END,
-           st.h3_15, st.content_hash, st.verified_at
+    INSERT INTO facilities AS f ({columns})
+    SELECT {values}
     FROM changed st
     ORDER BY st.id
-    ON CONFLICT (source, source_id) DO UPDATE SET
-        layer = EXCLUDED.layer, name = EXCLUDED.name, name_en = EXCLUDED.name_en,
-        address = EXCLUDED.address, phone = EXCLUDED.phone, website = EXCLUDED.website,
-        opening_hours = EXCLUDED.opening_hours, opening_hours_raw = EXCLUDED.opening_hours_raw,
-        accessible = EXCLUDED.accessible, status = EXCLUDED.status,
-        status_reason = EXCLUDED.status_reason, attributes = EXCLUDED.attributes,
-        geom = EXCLUDED.geom, footprint = EXCLUDED.footprint, h3_15 = EXCLUDED.h3_15,
-        content_hash = EXCLUDED.content_hash, verified_at = EXCLUDED.verified_at,
-        updated_at = now()
+    ON CONFLICT (source, source_id) DO UPDATE SET {updates}, updated_at = now()
     WHERE f.content_hash IS DISTINCT FROM EXCLUDED.content_hash
     RETURNING (xmax = 0) AS inserted
 )
@@ -132,21 +78,35 @@ SELECT count(*) FILTER (WHERE inserted) AS inserted,
 FROM written
 """
 
-_MARK_REMOVED = """
+#: what a stored column takes from a staged row (``st``) where it is not the same-named value
+_FROM_STAGING = {
+    "source": sql.SQL("%(source)s"),
+    "geom": sql.SQL("ST_SetSRID(ST_MakePoint(st.lon, st.lat), 4326)"),
+    "footprint": sql.SQL(
+        "CASE WHEN st.footprint IS NULL THEN NULL"
+        " ELSE ST_SetSRID(ST_GeomFromEWKB(decode(st.footprint, 'hex')), 4326) END"
+    ),
+}
+
+_UPSERT = sql.SQL(_UPSERT_TEMPLATE).format(
+    columns=sql.SQL(", ").join(sql.Identifier(c) for c in facility.LOADED_COLUMNS),
+    values=sql.SQL(", ").join(
+        _FROM_STAGING.get(c, sql.Identifier("st", c)) for c in facility.LOADED_COLUMNS
+    ),
+    updates=sql.SQL(", ").join(
+        sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
+        for c in facility.UPDATED_COLUMNS
+    ),
+)
+
+_MARK_REMOVED = sql.SQL("""
 UPDATE facilities f
 SET status = 'removed', status_reason = %(reason)s, updated_at = now(),
     content_hash = md5(f.content_hash || ':removed')
-WHERE f.source = %(source)s AND f.status <> 'removed'
+WHERE f.source = %(source)s AND {live}
   AND NOT EXISTS (SELECT 1 FROM facility_staging s WHERE s.source_id = f.source_id)
   AND NOT EXISTS (SELECT 1 FROM facility_seen r WHERE r.source_id = f.source_id)
-"""
-
-#: columns COPYed straight into facilities when a source is loaded for the first time
-_NEW_COLUMNS = (
-    "id", "layer", "name", "name_en", "address", "phone", "website", "opening_hours",
-    "opening_hours_raw", "accessible", "status", "status_reason", "source", "source_id",
-    "attributes", "geom", "footprint", "h3_15", "content_hash", "verified_at",
-)  # fmt: skip
+""").format(live=sql.SQL(facility.live("f")))
 
 #: a first load of at least this many rows into an empty table is a bulk load
 BULK_LOAD_MIN_ROWS = 50_000
@@ -223,7 +183,7 @@ class LoadCounts:
 
 def content_hashes(records: pd.DataFrame) -> np.ndarray:
     """A 64-bit hash (hex text) of each record's stored fields, computed column-wise."""
-    frame = records.loc[:, list(HASHED_COLUMNS)].copy()
+    frame = records.loc[:, list(facility.HASHED_COLUMNS)].copy()
     frame["lon"] = frame["lon"].astype(np.float64).round(8)
     frame["lat"] = frame["lat"].astype(np.float64).round(8)
     frame["accessible"] = frame["accessible"].map({True: "t", False: "f"}).astype(object)
@@ -311,8 +271,11 @@ def begin(cur: psycopg.Cursor[Any], source: str | None = None) -> bool:
 
 
 def staging_batch(records: pd.DataFrame, seen: Sequence[str] = ()) -> Batch:
-    """Records (RECORD_COLUMNS, optionally row_no) for the staging table; `seen`: ids the file
-    lists that are not staged (rejected rows), which --full must not mark removed."""
+    """Records (the record columns, optionally row_no) for the staging table.
+
+    `seen`: ids the file lists that are not staged (rejected rows), which --full must not mark
+    removed.
+    """
     batch = Batch(rows=len(records))
     if not records.empty:
         if "content_hash" not in records.columns:
@@ -326,7 +289,7 @@ def staging_batch(records: pd.DataFrame, seen: Sequence[str] = ()) -> Batch:
 
 
 def stage(cur: psycopg.Cursor[Any], records: pd.DataFrame) -> int:
-    """COPY records (RECORD_COLUMNS, optionally row_no) into the transaction's staging table."""
+    """COPY records (the record columns, optionally row_no) into the transaction's staging table."""
     return send(cur, staging_batch(records)).staged
 
 
@@ -341,7 +304,7 @@ def new_batch(records: pd.DataFrame, source: str, *, queue_h3: bool = False) -> 
     if "content_hash" not in records.columns:
         records = records.assign(content_hash=content_hashes(records))
     n = len(records)
-    table = _arrow(records, [c for c in _NEW_COLUMNS if c not in ("source", "geom")])
+    table = _arrow(records, [c for c in facility.LOADED_COLUMNS if c not in ("source", "geom")])
     # the source as a one-value dictionary: no million copies of one string
     table = table.append_column(
         "source", pa.DictionaryArray.from_arrays(np.zeros(n, dtype=np.int8), [source])
@@ -350,7 +313,7 @@ def new_batch(records: pd.DataFrame, source: str, *, queue_h3: bool = False) -> 
     table = table.append_column("geom", pa.array(ewkb, pa.binary(50)).cast(pa.string()))
     # in id order the primary key's and the H3 queue's B-tree inserts stay local (measured on a
     # million rows: half the database time of COPYing them in the file's order)
-    table = table.take(pc.sort_indices(table["id"])).select(list(_NEW_COLUMNS))
+    table = table.take(pc.sort_indices(table["id"])).select(list(facility.LOADED_COLUMNS))
     batch.add("facilities", table)
     if queue_h3:
         batch.add("h3_pending", pa.table({"facility_id": table["id"]}))

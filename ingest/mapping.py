@@ -28,21 +28,10 @@ from typing import Any
 
 import layers
 from ingest.report import IngestError
+from layers import facility
 
 #: facility fields a mapping (or a same-named column) can fill
-FACILITY_FIELDS = (
-    "source_id",
-    "name",
-    "name_en",
-    "address",
-    "phone",
-    "website",
-    "opening_hours",
-    "accessible",
-    "status",
-    "status_reason",
-    "verified_at",
-)
+FACILITY_FIELDS = facility.MAPPED_COLUMNS
 
 _TOP_KEYS = {"layer", "layer_field", "layer_values", "source", "geometry", "fields", "attributes"}
 _GEOMETRY_KEYS = {"x", "y", "wkt", "crs"}

@@ -29,6 +29,7 @@ from geoservice.api.features import (
 )
 from geoservice.settings import Settings
 from geoservice.toilets import live
+from layers import facility
 from layers.hours import open_now
 
 router = APIRouter(tags=["nearest"])
@@ -50,20 +51,28 @@ HOURS_TTL_S = 300.0
 #: above this many distinct expressions, open_now is evaluated row by row instead
 MAX_HOURS_EXPRESSIONS = 5_000
 
-_SQL = """
-SELECT c.*, {live_columns}
-FROM (SELECT {columns},
+# (an f-string: the "not removed" condition of layers.facility is filled in now, the doubled
+# braces by sql.SQL.format per request)
+_SQL = f"""
+SELECT c.*, {{live_columns}}
+FROM (SELECT {{columns}},
              ST_Distance(f.geom::geography, q.pt, true) AS distance_m,
              f.geom::geography <-> q.pt AS sphere_m
       FROM facilities f,
            (SELECT ST_SetSRID(ST_MakePoint(%(lon)s::float8, %(lat)s::float8), 4326)::geography
                    AS pt) q
-      WHERE f.status <> 'removed' AND f.layer = ANY(%(layers)s) {filters}
+      WHERE {facility.live("f")} AND f.layer = ANY(%(layers)s) {{filters}}
       ORDER BY f.geom::geography <-> ST_SetSRID(ST_MakePoint(%(lon)s::float8, %(lat)s::float8),
                                                 4326)::geography
-      LIMIT {limit}) c
-{live_joins}
+      LIMIT {{limit}}) c
+{{live_joins}}
 """
+
+
+_HOURS = (
+    "SELECT DISTINCT opening_hours AS h FROM facilities "
+    f"WHERE opening_hours IS NOT NULL AND {facility.live(None)} LIMIT %s"
+)
 
 
 @dataclass
@@ -91,11 +100,7 @@ class HoursCache:
     ) -> list[str] | None:
         """The known expressions closed (or unknown) now; None when the list is unusable."""
         if time.monotonic() - self.loaded_at > HOURS_TTL_S:
-            cursor = await conn.execute(
-                "SELECT DISTINCT opening_hours AS h FROM facilities "
-                "WHERE opening_hours IS NOT NULL AND status <> 'removed' LIMIT %s",
-                (MAX_HOURS_EXPRESSIONS + 1,),
-            )
+            cursor = await conn.execute(_HOURS, (MAX_HOURS_EXPRESSIONS + 1,))
             found = [str(r["h"]) for r in await cursor.fetchall()]
             self.usable = len(found) <= MAX_HOURS_EXPRESSIONS
             self.expressions = found if self.usable else []

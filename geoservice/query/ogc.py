@@ -23,6 +23,7 @@ from geoservice.api.deps import PoolDep, SettingsDep, parse_bbox, parse_layer
 from geoservice.api.errors import NotFound
 from geoservice.api.features import FEATURE_COLUMNS, GeoJSONResponse, json_response, to_feature
 from geoservice.toilets import live
+from layers import facility
 
 router = APIRouter(prefix="/ogc", tags=["OGC API - Features"])
 
@@ -46,19 +47,23 @@ EXTENT_TTL_S = 60.0
 WORLD_AREA = 360.0 * 180.0
 MAX_ID_LENGTH = 200
 
-_ITEMS = """
+#: the one "not removed" condition (layers.facility), composed into the constants below
+_LIVE = facility.live("f")
+
+# (f-strings: {_LIVE} is filled in now, the doubled braces by sql.SQL.format per request)
+_ITEMS = f"""
 WITH matched AS (
     SELECT count(*) AS n FROM (
         SELECT 1 FROM facilities f
-        WHERE f.status <> 'removed' AND f.layer = %(layer)s {bbox}
+        WHERE {_LIVE} AND f.layer = %(layer)s {{bbox}}
         LIMIT %(cap)s
     ) c
 )
 SELECT matched.n AS matched, page.*
 FROM matched LEFT JOIN LATERAL (
-    SELECT {columns} FROM facilities f
-    WHERE f.status <> 'removed' AND f.layer = %(layer)s {bbox}
-    ORDER BY {order}
+    SELECT {{columns}} FROM facilities f
+    WHERE {_LIVE} AND f.layer = %(layer)s {{bbox}}
+    ORDER BY {{order}}
     LIMIT %(limit)s OFFSET %(offset)s
 ) page ON true
 """
@@ -67,14 +72,14 @@ _NEAR_CENTRE = (
     "f.geom <-> ST_SetSRID(ST_MakePoint((%(min_lon)s + %(max_lon)s) / 2.0,"
     " (%(min_lat)s + %(max_lat)s) / 2.0), 4326), f.id"
 )
-_ESTIMATE = "EXPLAIN (FORMAT JSON) SELECT 1 FROM facilities f WHERE f.status <> 'removed' AND f.layer = %(layer)s {bbox}"
+_ESTIMATE = f"EXPLAIN (FORMAT JSON) SELECT 1 FROM facilities f WHERE {_LIVE} AND f.layer = %(layer)s {{bbox}}"
 _ITEM = sql.SQL("SELECT {columns} FROM facilities f WHERE f.id = %s AND f.layer = %s").format(
     columns=sql.SQL(FEATURE_COLUMNS)
 )
-_EXTENTS = """
+_EXTENTS = f"""
 SELECT layer, ST_XMin(e) AS min_lon, ST_YMin(e) AS min_lat, ST_XMax(e) AS max_lon,
        ST_YMax(e) AS max_lat
-FROM (SELECT layer, ST_Extent(geom) AS e FROM facilities WHERE status <> 'removed'
+FROM (SELECT layer, ST_Extent(geom) AS e FROM facilities WHERE {facility.live(None)}
       GROUP BY layer) x
 """
 
