@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import folium
-import jinja2
 from branca.element import Figure, MacroElement
 from folium.template import Template
 from psycopg import AsyncConnection
@@ -31,11 +30,12 @@ from geoservice.api.features import to_feature
 from geoservice.query import pages as queries
 from geoservice.settings import Settings
 from geoservice.toilets.live import attach
+from web.i18n import LANGUAGE_LABELS, LANGUAGES, TEXT, words
+from web.templating import render
 
 WEB_DIR = Path(__file__).resolve().parent
 STATIC_DIR = WEB_DIR / "static"
 NODE_MODULES = WEB_DIR / "node_modules"
-TEMPLATES_DIR = WEB_DIR / "templates"
 INSTALL_HINT = "run `make assets` (or `npm ci --prefix web`) to install them"
 
 #: Vendor files the map needs, relative to web/node_modules (served at /static/vendor/...).
@@ -63,183 +63,6 @@ PAGE_LIMIT = 1000
 MAX_PAGES = 5
 #: how many disclosure titles per stage a popup shows (the facility page has them all)
 DISCLOSURES_PER_STAGE = 3
-
-#: Every text of the page's own interface, per language (layer names come from layers/).
-UI_STRINGS: dict[str, dict[str, str]] = {
-    "zh-Hans": {
-        "title": "便民服务地图",
-        "layers": "图层",
-        "hexagons": "六边形统计",
-        "metric_count": "设施数量",
-        "metric_avg_rating": "平均评分",
-        "metric_free_stalls": "空闲厕位",
-        "toilet_status": "公厕实时状态",
-        "live_free": "有空位",
-        "live_full": "已满",
-        "live_offline": "传感器离线",
-        "live_nosensor": "无传感器",
-        "near_me": "附近设施",
-        "near_layer": "类型",
-        "all_layers": "全部",
-        "use_location": "使用我的位置",
-        "use_centre": "以地图中心搜索",
-        "pick_point": "在地图上选点",
-        "pick_prompt": "请在地图上点击一个位置",
-        "searching": "正在搜索…",
-        "no_results": "附近没有找到设施",
-        "results": "离所选位置最近的设施",
-        "geo_denied": "无法获取您的位置，请在地图上选点",
-        "error": "加载失败，请稍后再试",
-        "address": "地址",
-        "hours": "开放时间",
-        "open_now": "正在开放",
-        "closed_now": "现已关闭",
-        "hours_unknown": "开放状态未知",
-        "phone": "电话",
-        "accessible": "无障碍",
-        "yes": "是",
-        "no": "否",
-        "unknown": "未知",
-        "rating": "评分",
-        "ratings": "条评价",
-        "no_ratings": "暂无评价",
-        "stalls_free": "空闲厕位",
-        "last_seen": "更新于",
-        "navigate": "导航",
-        "disclosures": "五公开",
-        "loading": "加载中…",
-        "none": "暂无",
-        "more": "更多",
-        "disclosures_unavailable": "公开信息暂时无法加载",
-        "details": "设施详情与二维码",
-        "temporarily_closed": "暂停服务",
-        "zoom_in": "放大查看",
-        "facilities": "个设施",
-        "language": "语言",
-        "you_are_here": "所选位置",
-        "assets_missing": "地图脚本未安装",
-        "noscript": "地图需要启用 JavaScript。",
-        "snapshot": "离线快照",
-    },
-    "zh-Hant": {
-        "title": "便民服務地圖",
-        "layers": "圖層",
-        "hexagons": "六邊形統計",
-        "metric_count": "設施數量",
-        "metric_avg_rating": "平均評分",
-        "metric_free_stalls": "空閒廁位",
-        "toilet_status": "公廁即時狀態",
-        "live_free": "有空位",
-        "live_full": "已滿",
-        "live_offline": "感測器離線",
-        "live_nosensor": "無感測器",
-        "near_me": "附近設施",
-        "near_layer": "類型",
-        "all_layers": "全部",
-        "use_location": "使用我的位置",
-        "use_centre": "以地圖中心搜尋",
-        "pick_point": "在地圖上選點",
-        "pick_prompt": "請在地圖上點擊一個位置",
-        "searching": "正在搜尋…",
-        "no_results": "附近沒有找到設施",
-        "results": "離所選位置最近的設施",
-        "geo_denied": "無法取得您的位置，請在地圖上選點",
-        "error": "載入失敗，請稍後再試",
-        "address": "地址",
-        "hours": "開放時間",
-        "open_now": "正在開放",
-        "closed_now": "現已關閉",
-        "hours_unknown": "開放狀態未知",
-        "phone": "電話",
-        "accessible": "無障礙",
-        "yes": "是",
-        "no": "否",
-        "unknown": "未知",
-        "rating": "評分",
-        "ratings": "則評價",
-        "no_ratings": "暫無評價",
-        "stalls_free": "空閒廁位",
-        "last_seen": "更新於",
-        "navigate": "導航",
-        "disclosures": "五公開",
-        "loading": "載入中…",
-        "none": "暫無",
-        "more": "更多",
-        "disclosures_unavailable": "公開資訊暫時無法載入",
-        "details": "設施詳情與二維碼",
-        "temporarily_closed": "暫停服務",
-        "zoom_in": "放大查看",
-        "facilities": "個設施",
-        "language": "語言",
-        "you_are_here": "所選位置",
-        "assets_missing": "地圖腳本未安裝",
-        "noscript": "地圖需要啟用 JavaScript。",
-        "snapshot": "離線快照",
-    },
-    "en": {
-        "title": "Service map",
-        "layers": "Layers",
-        "hexagons": "Hexagon statistics",
-        "metric_count": "Number of facilities",
-        "metric_avg_rating": "Average rating",
-        "metric_free_stalls": "Free toilet stalls",
-        "toilet_status": "Toilets, live",
-        "live_free": "Free stall",
-        "live_full": "Full",
-        "live_offline": "Sensor offline",
-        "live_nosensor": "No sensor",
-        "near_me": "Near me",
-        "near_layer": "Kind",
-        "all_layers": "All",
-        "use_location": "Use my location",
-        "use_centre": "Search around the map centre",
-        "pick_point": "Pick a point on the map",
-        "pick_prompt": "Click a place on the map",
-        "searching": "Searching…",
-        "no_results": "No facilities found nearby",
-        "results": "Nearest facilities to the chosen point",
-        "geo_denied": "Your location is not available: pick a point on the map",
-        "error": "Could not load; please try again later",
-        "address": "Address",
-        "hours": "Opening hours",
-        "open_now": "Open now",
-        "closed_now": "Closed now",
-        "hours_unknown": "Open status unknown",
-        "phone": "Phone",
-        "accessible": "Accessible",
-        "yes": "Yes",
-        "no": "No",
-        "unknown": "Unknown",
-        "rating": "Rating",
-        "ratings": "ratings",
-        "no_ratings": "No ratings yet",
-        "stalls_free": "Free stalls",
-        "last_seen": "Updated",
-        "navigate": "Directions",
-        "disclosures": "Public disclosures",
-        "loading": "Loading…",
-        "none": "None",
-        "more": "More",
-        "disclosures_unavailable": "Disclosures cannot be loaded right now",
-        "details": "Facility page and QR code",
-        "temporarily_closed": "Temporarily closed",
-        "zoom_in": "Zoom in",
-        "facilities": "facilities",
-        "language": "Language",
-        "you_are_here": "Chosen point",
-        "assets_missing": "The map's scripts are not installed",
-        "noscript": "The map needs JavaScript.",
-        "snapshot": "Offline snapshot",
-    },
-}
-
-LANGUAGE_LABELS = {"zh-Hans": "简体", "zh-Hant": "繁體", "en": "English"}
-
-_env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-)
 
 
 def missing_assets() -> list[str]:
@@ -436,8 +259,9 @@ def build_map(
     `counts` are facilities per layer for the legend (None: unknown, e.g. database down);
     `embedded` is the standalone file's facility table (None: the browser asks the API).
     """
-    if lang not in UI_STRINGS:
-        raise ValueError(f"lang must be one of {', '.join(UI_STRINGS)}")
+    if lang not in LANGUAGES:
+        raise ValueError(f"lang must be one of {', '.join(LANGUAGES)}")
+    text = words("map", lang)
     keys = list(layer_keys) if layer_keys else list(layers.all_layers())
     district = settings.district
     service = settings.service
@@ -449,7 +273,7 @@ def build_map(
     config: dict[str, Any] = {
         "lang": lang,
         "languages": LANGUAGE_LABELS,
-        "strings": UI_STRINGS,
+        "strings": TEXT["map"],
         "categories": layers.CATEGORIES,
         "layers": entries,
         "district": {
@@ -467,9 +291,10 @@ def build_map(
         "facility_url": (service.public_url if embedded is not None else "") + "/facilities/",
         "data": embedded,
     }
-    shell = _env.get_template("map.html").render(
+    shell = render(
+        "map.html",
         lang=lang,
-        t=UI_STRINGS[lang],
+        t=text,
         languages=LANGUAGE_LABELS,
         layers=entries,
         district=district.name if lang != "en" else district.name_en,
@@ -488,11 +313,11 @@ def build_map(
     )
     figure = fmap.get_root()
     assert isinstance(figure, Figure)
-    figure.title = html_lib.escape(f"{UI_STRINGS[lang]['title']} · {district.name}")
+    figure.title = html_lib.escape(f"{text['title']} · {district.name}")
     # the shell's header goes before the map in the document (reading and tab order); the
     # side panel after it (the shell is rendered by an autoescaping environment)
     fmap.shell_head, _, fmap.shell_panel = shell.partition("<!-- map -->")
-    fmap.map_label = html_lib.escape(UI_STRINGS[lang]["title"])
+    fmap.map_label = html_lib.escape(text["title"])
     fmap.add_child(MapApp(page_assets(inline=inline_assets), config))
     html: str = figure.render()
     # the root element carries the page language (branca writes a bare <html>)

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import lru_cache
-from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-import jinja2
 import opencc
 import prcoords
 from fastapi import APIRouter, Query
@@ -29,77 +27,13 @@ from geoservice.disclosures.routes import facility_disclosure_groups
 from geoservice.query.facilities import get_facility
 from geoservice.query.pages import facility_name
 from geoservice.settings import Settings
+from web.i18n import LANGUAGE_LABELS, OG_LOCALE, words
 from web.qr import facility_url, png, svg
+from web.templating import render
 
 router = APIRouter(include_in_schema=False)
 
 MAX_ID_LENGTH = 200
-TEMPLATES = Path(__file__).resolve().parent / "templates"
-
-_env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES),
-    autoescape=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-
-
-def http_url(value: Any) -> str | None:
-    """The value when it is an absolute http(s) URL, else None (never a javascript: link)."""
-    text = str(value or "").strip()
-    return text if text.lower().startswith(("http://", "https://")) else None
-
-
-_env.filters["http_url"] = http_url
-
-#: the page's words in each language
-TEXT: dict[str, dict[str, str]] = {
-    "zh-Hans": {
-        "address": "地址", "hours": "开放时间", "phone": "电话", "website": "网站",
-        "accessibility": "无障碍", "accessible_yes": "无障碍通行", "accessible_no": "无无障碍设施",
-        "unknown": "未知", "open_now": "正在开放", "closed_now": "现在关闭",
-        "hours_unknown": "开放状态未知", "live": "实时状态", "stalls_free": "空闲厕位",
-        "online": "传感器在线", "offline": "传感器离线", "last_seen": "最近更新",
-        "no_sensor": "暂无实时数据", "rating": "评分", "ratings": "条评价",
-        "no_rating": "暂无评价", "navigate": "导航", "osm": "OpenStreetMap 路线",
-        "amap": "高德地图导航", "map": "位置", "disclosures": "五公开",
-        "no_documents": "暂无文件", "more": "另有 {n} 份", "matter": "事项",
-        "qr": "本页二维码", "not_found": "没有这个设施", "status_removed": "该设施已撤销", "status_temporarily_closed": "暂停开放",
-        "coordinates": "坐标", "district_data": "数据来源",
-    },
-    "zh-Hant": {
-        "address": "地址", "hours": "開放時間", "phone": "電話", "website": "網站",
-        "accessibility": "無障礙", "accessible_yes": "無障礙通行", "accessible_no": "無無障礙設施",
-        "unknown": "未知", "open_now": "正在開放", "closed_now": "現在關閉",
-        "hours_unknown": "開放狀態未知", "live": "實時狀態", "stalls_free": "空閒廁位",
-        "online": "感測器在線", "offline": "感測器離線", "last_seen": "最近更新",
-        "no_sensor": "暫無實時數據", "rating": "評分", "ratings": "條評價",
-        "no_rating": "暫無評價", "navigate": "導航", "osm": "OpenStreetMap 路線",
-        "amap": "高德地圖導航", "map": "位置", "disclosures": "五公開",
-        "no_documents": "暫無文件", "more": "另有 {n} 份", "matter": "事項",
-        "qr": "本頁二維碼", "not_found": "沒有這個設施", "status_removed": "該設施已撤銷", "status_temporarily_closed": "暫停開放",
-        "coordinates": "座標", "district_data": "數據來源",
-    },
-    "en": {
-        "address": "Address", "hours": "Opening hours", "phone": "Phone", "website": "Website",
-        "accessibility": "Accessibility", "accessible_yes": "Wheelchair accessible",
-        "accessible_no": "Not wheelchair accessible", "unknown": "Unknown",
-        "open_now": "Open now", "closed_now": "Closed now", "hours_unknown": "Open status unknown",
-        "live": "Live status", "stalls_free": "Free stalls", "online": "Sensor online",
-        "offline": "Sensor offline", "last_seen": "Last update", "no_sensor": "No live data",
-        "rating": "Rating", "ratings": "ratings", "no_rating": "Not rated yet",
-        "navigate": "Directions", "osm": "Route on OpenStreetMap", "amap": "Navigate with Amap",
-        "map": "Location", "disclosures": "Five disclosures", "no_documents": "No documents yet",
-        "more": "{n} more", "matter": "Matter", "qr": "QR code of this page",
-        "not_found": "No such facility",
-        "status_removed": "This facility has closed",
-        "status_temporarily_closed": "Temporarily closed", "coordinates": "Coordinates",
-        "district_data": "Source",
-    },
-}  # fmt: skip
-
-OG_LOCALE = {"zh-Hans": "zh_CN", "zh-Hant": "zh_TW", "en": "en_US"}
-LANGUAGE_LABELS = (("zh-Hans", "简体"), ("zh-Hant", "繁體"), ("en", "English"))
 
 
 def osm_directions_url(lat: float, lon: float) -> str:
@@ -148,7 +82,7 @@ def page_context(
     """Everything the facility template shows, already in `lang`."""
     props = feature["properties"]
     lon, lat = feature["geometry"]["coordinates"]
-    text = TEXT[lang]
+    text = words("facility", lang)
     layer = layers.all_layers().get(props["layer"])
     layer_name = layer.name(lang) if layer else props["layer"]
     name = props.get("name_en") if lang == "en" and props.get("name_en") else props["name"]
@@ -195,7 +129,7 @@ def page_context(
     return {
         "lang": lang,
         "t": text,
-        "languages": LANGUAGE_LABELS,
+        "languages": LANGUAGE_LABELS.items(),
         "id": feature["id"],
         "name": name,
         "other_name": props["name"] if name != props["name"] else props.get("name_en"),
@@ -245,13 +179,13 @@ async def facility_page(
                 _, totals = await facility_disclosure_groups(conn, facility_id)
     headers = {"Vary": "Accept-Language", "Cache-Control": "public, max-age=30"}
     if feature is None:
-        body = _env.get_template("facility.html").render(
-            missing=True, lang=lang, facility_id=facility_id, t=TEXT[lang],
-            languages=LANGUAGE_LABELS,
+        body = render(
+            "facility.html", missing=True, lang=lang, facility_id=facility_id,
+            t=words("facility", lang), languages=LANGUAGE_LABELS.items(),
         )  # fmt: skip
         return HTMLResponse(body, status_code=404, headers=headers)
     context = page_context(feature, totals, lang, settings)
-    body = _env.get_template("facility.html").render(missing=False, **context)
+    body = render("facility.html", missing=False, **context)
     return HTMLResponse(body, headers=headers)
 
 
