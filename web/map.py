@@ -302,6 +302,8 @@ def build_map(
         install_hint=INSTALL_HINT,
         embedded=embedded is not None,
         metrics=("count", "avg_rating", "free_stalls"),
+        # the live-status legend, when a shown layer has live status (the toilets)
+        live_status=any(layers.has_capability(key, layers.LIVE_STATUS) for key in keys),
     )
 
     fmap = DistrictMap(

@@ -151,7 +151,7 @@ def page_context(
         "osm_url": osm_directions_url(lat, lon),
         "amap_url": amap_navigation_url(lat, lon, props["name"]),
         "osm_view_url": f"https://www.openstreetmap.org/?mlat={lat:.6f}&mlon={lon:.6f}#map=18/{lat:.6f}/{lon:.6f}",
-        "is_toilet": props["layer"] == "toilet",
+        "live_status": layers.has_capability(props["layer"], layers.LIVE_STATUS),
         "live": live,
         "last_seen": _display_time((live or {}).get("last_seen"), settings.district.timezone),
         "rating": rating,
