@@ -47,3 +47,18 @@ def open_now(expression: str | None, timezone: str, now: datetime | None = None)
     if state == opening_hours.State.CLOSED:
         return False
     return None
+
+
+def open_state(
+    expression: str | None, timezone: str, now: datetime | None = None
+) -> tuple[bool | None, datetime | None]:
+    """``open_now`` and the moment it next changes (None: unknown hours, or no change ahead)."""
+    state = open_now(expression, timezone, now)
+    parsed = _parse_hours(expression, timezone) if expression else None
+    if parsed is None:
+        return state, None
+    moment = (now or datetime.now(ZoneInfo(timezone))).astimezone(ZoneInfo(timezone))
+    change = parsed.next_change(moment.replace(tzinfo=None))
+    if change is not None and change.tzinfo is None:
+        change = change.replace(tzinfo=ZoneInfo(timezone))
+    return state, change

@@ -22,6 +22,7 @@ import layers
 from geoservice.api.deps import PoolDep, SettingsDep, parse_bbox, parse_layer
 from geoservice.api.errors import NotFound
 from geoservice.api.features import FEATURE_COLUMNS, GeoJSONResponse, json_response, to_feature
+from geoservice.query import tiles
 from geoservice.toilets import live
 from layers import facility
 
@@ -32,6 +33,7 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+    *tiles.CONFORMANCE,
 ]
 JSON = "application/json"
 GEOJSON = "application/geo+json"
@@ -144,6 +146,7 @@ def _collection(base: str, layer: layers.Layer, extent: list[float], lang: str) 
         "links": [
             _link(href, "self", JSON, "this collection"),
             _link(f"{href}/items", "items", GEOJSON, "the facilities"),
+            *tiles.collection_links(base, layer.key),
         ],
     }
 
@@ -162,6 +165,7 @@ async def landing(request: Request, settings: SettingsDep) -> Response:
             _link(f"{root}/docs", "service-doc", "text/html", "the API documentation"),
             _link(f"{base}/conformance", "conformance", JSON, "conformance classes"),
             _link(f"{base}/collections", "data", JSON, "the collections"),
+            *tiles.landing_links(base),
         ],
     }
     return cached_json(request, body, max_age=3600)
