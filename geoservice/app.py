@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from geoservice.api.errors import register_error_handlers
 from geoservice.db.connection import create_pool, database_url, mask_url
 from geoservice.disclosures import routes as disclosures
+from geoservice.halls import routes as halls
 from geoservice.query import facilities, h3, meta, nearest, ogc, tiles
 from geoservice.settings import Settings
 from geoservice.toilets import ratings, sensors, staff
@@ -99,6 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
     # sensor posts are by far the most frequent requests; no two routers share a path
     for module in (sensors, meta, nearest, h3, facilities, disclosures, ratings, staff, ogc, tiles):
         app.include_router(module.router)
+    app.include_router(halls.router)
     for page in (pages, staff_page, web_routes):
         app.include_router(page.router)
     app.add_middleware(BodyLimit, max_bytes=settings.service.max_body_bytes)

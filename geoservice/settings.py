@@ -122,6 +122,23 @@ class ToiletSettings(BaseSettings):
     rating_interval_h: float = Field(12.0, ge=0)
 
 
+class HallSettings(BaseSettings):
+    """Service halls: appointments, queue tickets, personal data, abuse bounds."""
+
+    model_config = _config("SERVICEMAP_HALLS_")
+
+    #: a booking not checked in this many minutes after its start lapses
+    lapse_after_min: int = Field(15, ge=0, le=240)
+    #: check-in opens this many minutes before the slot
+    check_in_before_min: int = Field(30, ge=0, le=240)
+    #: names and phone numbers are deleted this many days after the case ends
+    retention_days: int = Field(30, ge=0, le=3650)
+    #: bookings one phone number may hold at once (not yet ended)
+    max_bookings_per_phone: int = Field(3, ge=1, le=100)
+    #: bookings and walk-in tickets one network address may make per hour
+    max_per_address_per_hour: int = Field(20, ge=1, le=1_000_000)
+
+
 class Settings(BaseModel):
     """All settings, grouped by concern."""
 
@@ -129,6 +146,7 @@ class Settings(BaseModel):
     district: DistrictSettings = Field(default_factory=DistrictSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     toilets: ToiletSettings = Field(default_factory=ToiletSettings)
+    halls: HallSettings = Field(default_factory=HallSettings)
 
 
 def load_settings() -> Settings:

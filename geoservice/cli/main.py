@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from geoservice.cli import disclosures as cli_disclosures
+from geoservice.cli import halls as cli_halls
 from geoservice.cli import ingest as cli_ingest
 from geoservice.cli import toilets as cli_toilets
 from geoservice.cli import web as cli_web
@@ -20,6 +21,7 @@ from geoservice.db.cluster import Cluster
 from geoservice.db.connection import DatabaseError, connect, database_url, mask_url
 from geoservice.db.migrate import upgrade
 from geoservice.settings import PROJECT_ROOT
+from ingest.halls_sample import write_halls
 from ingest.pipeline import ingest_file
 from ingest.sample import write_sample, write_scaled
 
@@ -102,6 +104,7 @@ def sample(
         files = write_sample(out_dir, seed=seed, bbox=bbox)
         rows = [{"file": str(p), "rows": files.counts[k]} for k, p in files.layer_files.items()]
         rows.append({"file": str(files.disclosures), "rows": files.counts["documents"]})
+        rows += [{"file": str(p), "rows": n} for p, n in write_halls(out_dir).items()]
         summary("sample", rows)
     err.print(f"done in {time.monotonic() - started:.1f}s")
 
@@ -152,12 +155,14 @@ def demo(
                          "updated": counts.updated, "unchanged": counts.unchanged})  # fmt: skip
         for step in cli_disclosures.DEMO_STEPS:
             step(conn, files.disclosures)
+        write_halls(sample_dir)
+        cli_halls.demo_halls(conn, sample_dir)
     summary("sample district loaded", rows)
     if not no_serve:
         serve(host=host, port=port, workers=None)
 
 
-for module in (cli_ingest, cli_disclosures, cli_toilets, cli_web):
+for module in (cli_ingest, cli_disclosures, cli_toilets, cli_web, cli_halls):
     module.register(app)
 
 

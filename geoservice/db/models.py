@@ -426,3 +426,286 @@ toilet_cleanings = Table(
     Column("closed_alerts", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     Index("toilet_cleanings_facility_idx", "facility_id", "cleaned_at"),
 )
+
+# --- service halls (issue 14) adds its tables below this line ---------------------------------
+# A hall's set-up is data (`servicemap halls load`); reloading replaces windows and matters and
+# keeps slots, cases and tickets. Capacity is enforced by the database: a booking raises
+# hall_slots.booked with one INSERT … ON CONFLICT DO UPDATE … WHERE booked < capacity (the row
+# lock serialises a slot's bookings) and hall_slots_booked_check refuses more than capacity.
+
+halls = Table(
+    "halls",
+    metadata,
+    Column(
+        "facility_id",
+        Text,
+        ForeignKey("facilities.id", ondelete="CASCADE", name="halls_facility_id_fkey"),
+        primary_key=True,
+    ),
+    Column("slot_minutes", SmallInteger, nullable=False),
+    Column("booking_days_ahead", SmallInteger, nullable=False),
+    # OSM opening_hours; NULL = the facility's
+    Column("hours", Text),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("slot_minutes BETWEEN 5 AND 240", name="halls_slot_minutes_check"),
+    CheckConstraint("booking_days_ahead BETWEEN 0 AND 90", name="halls_booking_days_ahead_check"),
+)
+
+hall_windows = Table(
+    "hall_windows",
+    metadata,
+    Column(
+        "hall_id",
+        Text,
+        ForeignKey("halls.facility_id", ondelete="CASCADE", name="hall_windows_hall_id_fkey"),
+        primary_key=True,
+    ),
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("position", Integer, nullable=False),
+)
+
+hall_window_matters = Table(
+    "hall_window_matters",
+    metadata,
+    Column(
+        "hall_id",
+        Text,
+        ForeignKey(
+            "halls.facility_id", ondelete="CASCADE", name="hall_window_matters_hall_id_fkey"
+        ),
+        primary_key=True,
+    ),
+    # the loader replaces a hall's windows and their matters together
+    Column("window_id", Text, primary_key=True),
+    Column(
+        "matter_id",
+        Text,
+        ForeignKey("matters.id", ondelete="CASCADE", name="hall_window_matters_matter_id_fkey"),
+        primary_key=True,
+    ),
+    Index("hall_window_matters_matter_idx", "hall_id", "matter_id"),
+)
+
+# the matters a hall handles: capacity per slot and the queue-number letter (A001 …)
+hall_matters = Table(
+    "hall_matters",
+    metadata,
+    Column(
+        "hall_id",
+        Text,
+        ForeignKey("halls.facility_id", ondelete="CASCADE", name="hall_matters_hall_id_fkey"),
+        primary_key=True,
+    ),
+    Column(
+        "matter_id",
+        Text,
+        ForeignKey("matters.id", ondelete="CASCADE", name="hall_matters_matter_id_fkey"),
+        primary_key=True,
+    ),
+    Column("capacity", Integer, nullable=False),
+    Column("queue_group", Text, nullable=False),
+    CheckConstraint("capacity BETWEEN 1 AND 1000", name="hall_matters_capacity_check"),
+    Index("hall_matters_matter_idx", "matter_id"),
+)
+
+hall_slots = Table(
+    "hall_slots",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column(
+        "hall_id",
+        Text,
+        ForeignKey("halls.facility_id", ondelete="CASCADE", name="hall_slots_hall_id_fkey"),
+        nullable=False,
+    ),
+    Column(
+        "matter_id",
+        Text,
+        ForeignKey("matters.id", ondelete="CASCADE", name="hall_slots_matter_id_fkey"),
+        nullable=False,
+    ),
+    Column("starts_at", DateTime(timezone=True), nullable=False),
+    Column("ends_at", DateTime(timezone=True), nullable=False),
+    Column("capacity", Integer, nullable=False),
+    Column("booked", Integer, nullable=False, server_default="0"),
+    UniqueConstraint("hall_id", "matter_id", "starts_at", name="hall_slots_start_key"),
+    CheckConstraint("booked >= 0 AND booked <= capacity", name="hall_slots_booked_check"),
+    CheckConstraint("ends_at > starts_at", name="hall_slots_period_check"),
+)
+
+HALL_CASE_STATUSES = (
+    "booked", "checked_in", "called", "done", "needs_documents", "referred", "cancelled",
+    "lapsed", "no_show",
+)  # fmt: skip
+
+# a case: an appointment (kind 'appointment', from booking) or a walk-in ticket's visit;
+# `code` is the resident's secret; name and phone are erased `retention_days` after it ends
+hall_cases = Table(
+    "hall_cases",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("code", Text, nullable=False),
+    Column(
+        "hall_id",
+        Text,
+        ForeignKey("halls.facility_id", ondelete="CASCADE", name="hall_cases_hall_id_fkey"),
+        nullable=False,
+    ),
+    Column(
+        "matter_id",
+        Text,
+        ForeignKey("matters.id", ondelete="CASCADE", name="hall_cases_matter_id_fkey"),
+        nullable=False,
+    ),
+    Column("kind", Text, nullable=False),
+    Column(
+        "slot_id",
+        BigInteger,
+        ForeignKey("hall_slots.id", ondelete="SET NULL", name="hall_cases_slot_id_fkey"),
+    ),
+    Column("starts_at", DateTime(timezone=True)),
+    Column("ends_at", DateTime(timezone=True)),
+    # the local (district time zone) day of the visit
+    Column("day", Date, nullable=False),
+    Column("name", Text),
+    Column("phone", Text),
+    Column("status", Text, nullable=False),
+    Column("client_hash", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("ended_at", DateTime(timezone=True)),
+    Column("erased_at", DateTime(timezone=True)),
+    UniqueConstraint("code", name="hall_cases_code_key"),
+    CheckConstraint("kind IN ('appointment', 'walk_in')", name="hall_cases_kind_check"),
+    CheckConstraint(
+        "status IN ('booked', 'checked_in', 'called', 'done', 'needs_documents', 'referred',"
+        " 'cancelled', 'lapsed', 'no_show')",
+        name="hall_cases_status_check",
+    ),
+    CheckConstraint("name IS NULL OR char_length(name) <= 50", name="hall_cases_name_check"),
+    # one booking per phone per matter per day
+    Index(
+        "hall_cases_phone_day_key",
+        "phone",
+        "matter_id",
+        "day",
+        unique=True,
+        postgresql_where=text("phone IS NOT NULL AND status <> 'cancelled'"),
+    ),
+    Index("hall_cases_hall_day_idx", "hall_id", "day"),
+    Index("hall_cases_client_idx", "client_hash", "created_at"),
+    Index("hall_cases_booked_idx", "starts_at", postgresql_where=text("status = 'booked'")),
+    Index("hall_cases_ended_idx", "ended_at", postgresql_where=text("erased_at IS NULL")),
+)
+
+hall_case_events = Table(
+    "hall_case_events",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column(
+        "case_id",
+        BigInteger,
+        ForeignKey("hall_cases.id", ondelete="CASCADE", name="hall_case_events_case_id_fkey"),
+        nullable=False,
+    ),
+    Column("status", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("detail", Text),
+    Index("hall_case_events_case_idx", "case_id", "at"),
+)
+
+# the last queue number given per hall, day and group (A, B, …): numbers restart each day
+hall_ticket_counters = Table(
+    "hall_ticket_counters",
+    metadata,
+    Column(
+        "hall_id",
+        Text,
+        ForeignKey(
+            "halls.facility_id", ondelete="CASCADE", name="hall_ticket_counters_hall_id_fkey"
+        ),
+        primary_key=True,
+    ),
+    Column("day", Date, primary_key=True),
+    Column("queue_group", Text, primary_key=True),
+    Column("last", Integer, nullable=False),
+)
+
+hall_tickets = Table(
+    "hall_tickets",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column(
+        "case_id",
+        BigInteger,
+        ForeignKey("hall_cases.id", ondelete="CASCADE", name="hall_tickets_case_id_fkey"),
+        nullable=False,
+    ),
+    Column(
+        "hall_id",
+        Text,
+        ForeignKey("halls.facility_id", ondelete="CASCADE", name="hall_tickets_hall_id_fkey"),
+        nullable=False,
+    ),
+    Column("matter_id", Text, nullable=False),
+    Column("day", Date, nullable=False),
+    Column("queue_group", Text, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("number", Text, nullable=False),
+    # an appointment's slot start (NULL for walk-ins)
+    Column("due_at", DateTime(timezone=True)),
+    Column("issued_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("status", Text, nullable=False, server_default="waiting"),
+    Column("window_id", Text),
+    Column("called_at", DateTime(timezone=True)),
+    Column("calls", Integer, nullable=False, server_default="0"),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("outcome", Text),
+    UniqueConstraint("case_id", name="hall_tickets_case_id_key"),
+    UniqueConstraint("hall_id", "day", "queue_group", "seq", name="hall_tickets_number_key"),
+    CheckConstraint(
+        "status IN ('waiting', 'called', 'done', 'no_show')", name="hall_tickets_status_check"
+    ),
+    CheckConstraint(
+        "outcome IS NULL OR outcome IN ('done', 'needs_documents', 'referred')",
+        name="hall_tickets_outcome_check",
+    ),
+    Index(
+        "hall_tickets_open_idx",
+        "hall_id",
+        "status",
+        postgresql_where=text("status IN ('waiting', 'called')"),
+    ),
+    Index("hall_tickets_service_idx", "hall_id", "matter_id", "finished_at"),
+)
+
+# one evaluation per case on the national five-level scale (5 非常满意 … 1 非常不满意)
+hall_evaluations = Table(
+    "hall_evaluations",
+    metadata,
+    Column(
+        "case_id",
+        BigInteger,
+        ForeignKey("hall_cases.id", ondelete="CASCADE", name="hall_evaluations_case_id_fkey"),
+        primary_key=True,
+    ),
+    Column("hall_id", Text, nullable=False),
+    Column("window_id", Text),
+    Column("matter_id", Text, nullable=False),
+    Column("score", SmallInteger, nullable=False),
+    Column("comment", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("acknowledged_at", DateTime(timezone=True)),
+    Column("acknowledged_by", Text),
+    CheckConstraint("score BETWEEN 1 AND 5", name="hall_evaluations_score_check"),
+    CheckConstraint(
+        "comment IS NULL OR char_length(comment) <= 500", name="hall_evaluations_comment_check"
+    ),
+    Index("hall_evaluations_hall_idx", "hall_id", "created_at"),
+    Index(
+        "hall_evaluations_alert_idx",
+        "created_at",
+        postgresql_where=text("score <= 2 AND acknowledged_at IS NULL"),
+    ),
+)
