@@ -10,7 +10,9 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from geoservice.api.errors import register_error_handlers
+from geoservice.api.routing import ReadRouting
 from geoservice.db.connection import create_pool, database_url, mask_url
+from geoservice.db.replicas import ReadRouter
 from geoservice.disclosures import routes as disclosures
 from geoservice.halls import routes as halls
 from geoservice.query import facilities, h3, meta, nearest, ogc, tiles
@@ -83,9 +85,17 @@ def create_app(settings: Settings) -> FastAPI:
         except Exception:  # noqa: BLE001 - keep serving; /readyz reports the outage
             logger.warning("database %s not reachable yet; /readyz answers 503", mask_url(url))
         app.state.pool = pool
+        # reads on streaming standbys (geoservice.db.replicas); none configured: all on `pool`
+        replicas = None
+        if settings.db.read_urls:
+            replicas = ReadRouter(pool, url, list(settings.db.read_urls), settings.db)
+            await replicas.open()
+        app.state.replicas = replicas
         try:
             yield
         finally:
+            if replicas is not None:
+                await replicas.close()
             await pool.close()
 
     app = FastAPI(
@@ -103,5 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(halls.router)
     for page in (pages, staff_page, web_routes):
         app.include_router(page.router)
+    # sensors never read back what they post: their writes skip the read-your-writes marker
+    app.add_middleware(ReadRouting, exempt=("/api/v1/sensors/",))
     app.add_middleware(BodyLimit, max_bytes=settings.service.max_body_bytes)
     return app

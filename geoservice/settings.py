@@ -33,6 +33,21 @@ class DatabaseSettings(BaseSettings):
     pool_max: int = Field(10, ge=1)
     pool_timeout_s: float = Field(5.0, gt=0)
     statement_timeout_ms: int = Field(15000, ge=0)
+    #: streaming standbys for read-only requests (geoservice.db.replicas), comma-separated
+    read_urls: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias="SERVICEMAP_DATABASE_READ_URLS"
+    )
+    #: a standby further behind the primary than this (seconds) gets no reads
+    max_replica_lag_s: float = Field(5.0, gt=0, validation_alias="SERVICEMAP_MAX_REPLICA_LAG_S")
+    #: how often each standby's health and lag are checked (seconds)
+    replica_check_s: float = Field(1.0, gt=0, le=60)
+
+    @field_validator("read_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(u.strip() for u in value.split(",") if u.strip())
+        return value
 
 
 class DistrictSettings(BaseSettings):

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from geoservice.api.deps import PoolDep
+from geoservice.api.deps import PoolDep, PrimaryPoolDep
 from geoservice.api.errors import Forbidden, Unauthorized
 
 DEVICE_PREFIX = "smd_"
@@ -106,8 +106,9 @@ async def current_device(request: Request, pool: PoolDep) -> Device:
     return Device(int(row["id"]), str(row["facility_id"]), frozenset(row["stall_ids"]))
 
 
-async def current_staff(request: Request, pool: PoolDep) -> StaffMember:
+async def current_staff(request: Request, pool: PrimaryPoolDep) -> StaffMember:
     """The member of staff whose token the request carries: 401 missing/invalid/revoked."""
+    # checked on the primary, also for reads: a revocation holds from the next request on
     token = bearer_token(request)
     digest = token_hash(token)
     async with pool.connection() as conn:

@@ -10,6 +10,7 @@ from psycopg_pool import AsyncConnectionPool
 
 import layers
 from geoservice.api.errors import InvalidParameter
+from geoservice.api.routing import standby_for
 from geoservice.settings import Settings
 
 #: largest bbox a client may ask for, in square degrees (~ a 100 km square at this latitude)
@@ -35,6 +36,15 @@ def get_settings(request: Request) -> Settings:
 # FastAPI runs plain `def` dependencies in a thread pool (a thread hop per request): the
 # dependencies themselves are `async def` wrappers of the helpers above.
 async def _pool_dependency(request: Request) -> DictPool:
+    # reads may go to a standby (geoservice.api.routing); everything else to the primary
+    standby = standby_for(request)
+    if standby is not None:
+        pool: DictPool = standby.pool
+        return pool
+    return get_pool(request)
+
+
+async def _primary_pool_dependency(request: Request) -> DictPool:
     return get_pool(request)
 
 
@@ -42,7 +52,10 @@ async def _settings_dependency(request: Request) -> Settings:
     return get_settings(request)
 
 
+#: the database for this request: a standby for reads when one may serve it, else the primary
 PoolDep = Annotated[DictPool, Depends(_pool_dependency)]
+#: always the primary: for reads of credentials and for GETs that write
+PrimaryPoolDep = Annotated[DictPool, Depends(_primary_pool_dependency)]
 SettingsDep = Annotated[Settings, Depends(_settings_dependency)]
 
 

@@ -12,6 +12,7 @@ import typer
 from geoservice.cli import disclosures as cli_disclosures
 from geoservice.cli import halls as cli_halls
 from geoservice.cli import ingest as cli_ingest
+from geoservice.cli import replicas as cli_replicas
 from geoservice.cli import toilets as cli_toilets
 from geoservice.cli import web as cli_web
 from geoservice.cli.common import database, migrated_database, settings
@@ -20,6 +21,7 @@ from geoservice.cli.workers import serve as run_workers
 from geoservice.db.cluster import Cluster
 from geoservice.db.connection import DatabaseError, connect, database_url, mask_url
 from geoservice.db.migrate import upgrade
+from geoservice.db.standbys import Standbys
 from geoservice.settings import PROJECT_ROOT
 from ingest.halls_sample import write_halls
 from ingest.pipeline import ingest_file
@@ -36,6 +38,7 @@ db_app = typer.Typer(
     help="The database: embedded cluster (default) or DATABASE_URL.", no_args_is_help=True
 )
 app.add_typer(db_app, name="db")
+db_app.add_typer(cli_replicas.app, name="replica")
 
 
 @db_app.command("up")
@@ -43,6 +46,8 @@ def db_up() -> None:
     """Ensure the database runs (creating the embedded cluster on first use); print its URL."""
 
     url = database(start=True)
+    if not settings().db.url:
+        Standbys(Cluster(settings().db)).start_all()  # the embedded cluster's standbys too
     out.print(mask_url(url) if os.environ.get("SERVICEMAP_MASK_URL") else url, soft_wrap=True)
 
 
@@ -54,6 +59,7 @@ def db_down() -> None:
     if s.db.url:
         err.print("DATABASE_URL is set: the external server is left alone")
         return
+    Standbys(Cluster(s.db)).stop_all()
     stopped = Cluster(s.db).down()
     err.print("stopped" if stopped else "not running")
 

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Query, Response
 from h3.api.basic_int import latlng_to_cell as latlng_to_cell_int
 from psycopg import sql
 
-from geoservice.api.deps import BBoxDep, LayersDep, PoolDep, SettingsDep
+from geoservice.api.deps import BBoxDep, LayersDep, PrimaryPoolDep, SettingsDep
 from geoservice.api.errors import InvalidParameter, ServiceUnavailable
 from geoservice.api.features import GeoJSONResponse, feature_collection, json_response
 from geoservice.toilets import live
@@ -245,7 +245,7 @@ async def h3_buckets(
     response_class=GeoJSONResponse,
 )
 async def h3_cells(
-    pool: PoolDep,
+    pool: PrimaryPoolDep,  # a GET that writes: it computes queued facilities' cells first
     settings: SettingsDep,
     bbox: BBoxDep,
     layer_keys: LayersDep,

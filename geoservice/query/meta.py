@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 import layers
-from geoservice.api.deps import LangDep, PoolDep
+from geoservice.api.deps import LangDep, PrimaryPoolDep
 
 router = APIRouter(tags=["meta"])
 
@@ -22,14 +22,19 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="The database is reachable")
-async def readyz(pool: PoolDep) -> JSONResponse:
-    """Readiness: 200 when a query succeeds, 503 while the database is down."""
+async def readyz(request: Request, pool: PrimaryPoolDep) -> JSONResponse:
+    """Readiness: 200 when the primary answers, 503 while it is down; each standby's state."""
+    # standbys as the last health check found them (geoservice.db.replicas)
+    replicas = getattr(request.app.state, "replicas", None)
+    standbys = replicas.report()["standbys"] if replicas is not None else []
     try:
         async with pool.connection(timeout=2) as conn:
             await conn.execute("SELECT 1")
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-        return JSONResponse({"status": "unavailable", "detail": type(exc).__name__}, 503)
-    return JSONResponse({"status": "ok"})
+        primary = {"status": "down", "detail": type(exc).__name__}
+        body = {"status": "unavailable", "detail": type(exc).__name__, "primary": primary}
+        return JSONResponse({**body, "standbys": standbys}, 503)
+    return JSONResponse({"status": "ok", "primary": {"status": "ok"}, "standbys": standbys})
 
 
 def layer_document(layer: layers.Layer) -> dict[str, Any]:
