@@ -1,9 +1,21 @@
-"""OGC API - Features Part 1 (Core, GeoJSON, OpenAPI 3.0) under /ogc: one collection per layer.
+"""OGC API - Features under /ogc: Part 1 (Core, GeoJSON, OpenAPI 3.0), one collection per
+layer, and Part 3 filtering (``filter`` in CQL2 text or JSON over ``/queryables``, compiled by
+``geoservice.query.cql2``).
 
 Pages are in a stable order that the indexes deliver without sorting every match: by id, or
 with a bbox by distance from the bbox's centre (KNN on the spatial index) then id; a page costs
-O(offset + limit) rows however many match. ``numberMatched`` is exact up to MATCH_CAP and the
-planner's estimate above it, so no page ever pays for a full count of a large layer.
+O(offset + limit) rows however many match.
+
+``numberMatched`` is the exact number of matching facilities, or absent — never an estimate
+(GDAL's OAPIF driver stops reading where it says). A whole layer is counted from ``h3_counts``
+(each live facility counted once at resolution 0, kept exact by ``sync_cells``) when no facility
+waits in ``h3_pending``, in the same statement and so the same snapshot as the page; anything
+else (a bbox, a filter, cells still pending) is counted exactly up to MATCH_CAP, and beyond it
+the member is left out, so no page pays for counting a large match. Without a count, a full
+page always links to the next one, and a client reads on until a page comes back short.
+
+Links are built from ``SERVICEMAP_PUBLIC_URL``, never from the request's Host header: the
+responses are cached publicly.
 """
 
 from __future__ import annotations
@@ -22,7 +34,8 @@ import layers
 from geoservice.api.deps import PoolDep, SettingsDep, parse_bbox, parse_layer
 from geoservice.api.errors import NotFound
 from geoservice.api.features import FEATURE_COLUMNS, GeoJSONResponse, json_response, to_feature
-from geoservice.query import tiles
+from geoservice.query import cql2, tiles
+from geoservice.settings import Settings
 from geoservice.toilets import live
 from layers import facility
 
@@ -33,16 +46,19 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+    *cql2.CONFORMANCE,
     *tiles.CONFORMANCE,
 ]
+QUERYABLES_REL = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
 JSON = "application/json"
+SCHEMA_JSON = "application/schema+json"
 GEOJSON = "application/geo+json"
 OPENAPI = "application/vnd.oai.openapi+json;version=3.0"
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 1000
 MAX_OFFSET = 10_000_000
-#: numberMatched is an exact count up to this many, the planner's estimate beyond
-MATCH_CAP = 1_000
+#: beyond this many matches (with a bbox or a filter) numberMatched is left out
+MATCH_CAP = 10_000
 #: how long a computed collection extent is reused (seconds)
 EXTENT_TTL_S = 60.0
 #: the page size bounds every items response, so a bbox may cover the whole globe
@@ -53,28 +69,37 @@ MAX_ID_LENGTH = 200
 _LIVE = facility.live("f")
 
 # (f-strings: {_LIVE} is filled in now, the doubled braces by sql.SQL.format per request)
+#: the page and its count in one statement: one snapshot, one round trip
 _ITEMS = f"""
-WITH matched AS (
-    SELECT count(*) AS n FROM (
-        SELECT 1 FROM facilities f
-        WHERE {_LIVE} AND f.layer = %(layer)s {{bbox}}
-        LIMIT %(cap)s
-    ) c
-)
+WITH matched AS ({{count}})
 SELECT matched.n AS matched, page.*
 FROM matched LEFT JOIN LATERAL (
     SELECT {{columns}} FROM facilities f
-    WHERE {_LIVE} AND f.layer = %(layer)s {{bbox}}
+    WHERE {_LIVE} AND f.layer = %(layer)s {{bbox}} {{filter}}
     ORDER BY {{order}}
     LIMIT %(limit)s OFFSET %(offset)s
 ) page ON true
+"""
+#: exact, capped: MATCH_CAP + 1 rows at most, so "more than the cap" is told from "the cap"
+_COUNT_CAPPED = f"""
+SELECT count(*) AS n FROM (
+    SELECT 1 FROM facilities f
+    WHERE {_LIVE} AND f.layer = %(layer)s {{bbox}} {{filter}}
+    LIMIT %(cap)s + 1
+) c
+"""
+#: a whole layer from the per-cell counts (every live facility has one resolution-0 cell);
+#: NULL while changed facilities wait for their cells, the counts then lag behind
+_COUNT_LAYER = """
+SELECT CASE WHEN EXISTS (SELECT 1 FROM h3_pending) THEN NULL
+            ELSE (SELECT coalesce(sum(count), 0) FROM h3_counts
+                  WHERE resolution = 0 AND layer = %(layer)s) END AS n
 """
 _BBOX = "AND f.geom && ST_MakeEnvelope(%(min_lon)s, %(min_lat)s, %(max_lon)s, %(max_lat)s, 4326)"
 _NEAR_CENTRE = (
     "f.geom <-> ST_SetSRID(ST_MakePoint((%(min_lon)s + %(max_lon)s) / 2.0,"
     " (%(min_lat)s + %(max_lat)s) / 2.0), 4326), f.id"
 )
-_ESTIMATE = f"EXPLAIN (FORMAT JSON) SELECT 1 FROM facilities f WHERE {_LIVE} AND f.layer = %(layer)s {{bbox}}"
 _ITEM = sql.SQL("SELECT {columns} FROM facilities f WHERE f.id = %s AND f.layer = %s").format(
     columns=sql.SQL(FEATURE_COLUMNS)
 )
@@ -86,9 +111,13 @@ FROM (SELECT layer, ST_Extent(geom) AS e FROM facilities WHERE {facility.live(No
 """
 
 
-def _base(request: Request) -> str:
-    # links follow the address the client used, so the service works behind any host/port
-    return str(request.base_url).rstrip("/") + "/ogc"
+def _root(settings: Settings) -> str:
+    # the configured public address, not the Host header: responses are cached publicly
+    return settings.service.public_url.rstrip("/")
+
+
+def _base(settings: Settings) -> str:
+    return _root(settings) + "/ogc"
 
 
 def _link(href: str, rel: str, type_: str, title: str | None = None) -> dict[str, str]:
@@ -98,14 +127,14 @@ def _link(href: str, rel: str, type_: str, title: str | None = None) -> dict[str
     return link
 
 
-def cached_json(request: Request, body: Any, *, max_age: int) -> Response:
+def cached_json(request: Request, body: Any, *, max_age: int, media_type: str = JSON) -> Response:
     """JSON with an ETag of its content and Cache-Control; 304 when the client has it."""
     payload = json.dumps(body, ensure_ascii=False, sort_keys=True).encode()
     etag = '"' + hashlib.sha256(payload).hexdigest()[:32] + '"'
     headers = {"ETag": etag, "Cache-Control": f"public, max-age={max_age}"}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
-    return Response(payload, media_type=JSON, headers=headers)
+    return Response(payload, media_type=media_type, headers=headers)
 
 
 def _layer(collection_id: str) -> layers.Layer:
@@ -147,6 +176,9 @@ def _collection(base: str, layer: layers.Layer, extent: list[float], lang: str) 
             _link(href, "self", JSON, "this collection"),
             _link(f"{href}/items", "items", GEOJSON, "the facilities"),
             *tiles.collection_links(base, layer.key),
+            _link(f"{href}/queryables", QUERYABLES_REL, SCHEMA_JSON, "what a filter may name"),
+            # the draft's relation name, which GDAL ≤ 3.6 looks for
+            _link(f"{href}/queryables", "queryables", SCHEMA_JSON, "what a filter may name"),
         ],
     }
 
@@ -154,8 +186,8 @@ def _collection(base: str, layer: layers.Layer, extent: list[float], lang: str) 
 @router.get("", summary="OGC API landing page")
 async def landing(request: Request, settings: SettingsDep) -> Response:
     """Links to the API description, conformance and the collections."""
-    base = _base(request)
-    root = str(request.base_url).rstrip("/")
+    base = _base(settings)
+    root = _root(settings)
     body = {
         "title": f"servicemap: {settings.district.name_en}",
         "description": "Convenience-service facilities as OGC API - Features, one collection per layer",
@@ -173,14 +205,14 @@ async def landing(request: Request, settings: SettingsDep) -> Response:
 
 @router.get("/conformance", summary="Conformance classes implemented")
 async def conformance(request: Request) -> Response:
-    """Core, GeoJSON and OpenAPI 3.0."""
+    """Core, GeoJSON, OpenAPI 3.0; Part 3 filtering with CQL2 text and JSON."""
     return cached_json(request, {"conformsTo": CONFORMANCE}, max_age=3600)
 
 
 @router.get("/api", summary="OpenAPI 3.0 definition of the OGC API")
-async def api_definition(request: Request) -> Response:
+async def api_definition(request: Request, settings: SettingsDep) -> Response:
     """The OGC endpoints described in OpenAPI 3.0 (what GDAL and QGIS read for paging)."""
-    body = openapi_document(str(request.base_url).rstrip("/"))
+    body = openapi_document(_root(settings))
     payload = json.dumps(body).encode()
     return Response(payload, media_type=OPENAPI, headers={"Cache-Control": "public, max-age=3600"})
 
@@ -190,7 +222,7 @@ async def collections(
     request: Request, pool: PoolDep, settings: SettingsDep, lang: str = Query("en", max_length=10)
 ) -> Response:
     """Every layer as a collection with its spatial extent."""
-    base = _base(request)
+    base = _base(settings)
     extents = await _extents(request, pool)
     language = lang if lang in layers.LANGUAGES else "en"
     body = {
@@ -214,7 +246,20 @@ async def collection(
     layer = _layer(collection_id)
     extents = await _extents(request, pool)
     extent = extents.get(layer.key, list(settings.district.bbox))
-    return cached_json(request, _collection(_base(request), layer, extent, "en"), max_age=60)
+    return cached_json(request, _collection(_base(settings), layer, extent, "en"), max_age=60)
+
+
+@router.get("/collections/{collectionId}/queryables", summary="What a filter may name")
+async def queryables(
+    request: Request,
+    settings: SettingsDep,
+    collection_id: Annotated[str, Path(alias="collectionId", max_length=100)],
+) -> Response:
+    """The layer's queryables as a JSON Schema: common properties, then its attributes."""
+    layer = _layer(collection_id)
+    href = f"{_base(settings)}/collections/{layer.key}/queryables"
+    body = cql2.queryables(layer).schema(href)
+    return cached_json(request, body, max_age=3600, media_type=SCHEMA_JSON)
 
 
 def ogc_bbox(value: str | None) -> tuple[float, float, float, float] | None:
@@ -227,16 +272,16 @@ def ogc_bbox(value: str | None) -> tuple[float, float, float, float] | None:
     return parse_bbox(",".join(parts), max_area=WORLD_AREA)
 
 
-async def _estimate(
-    conn: psycopg.AsyncConnection[dict[str, Any]], query: sql.Composed, params: dict[str, Any]
-) -> int:
-    cursor = await conn.execute(query, params)
+async def _count_capped(
+    conn: psycopg.AsyncConnection[dict[str, Any]],
+    where: dict[str, sql.Composable],
+    params: dict[str, Any],
+) -> int | None:
+    """The exact number of matches, or None beyond MATCH_CAP."""
+    cursor = await conn.execute(sql.SQL(_COUNT_CAPPED).format(**where), params)
     row = await cursor.fetchone()
-    assert row is not None
-    plan = row["QUERY PLAN"]
-    if isinstance(plan, str):
-        plan = json.loads(plan)
-    return int(plan[0]["Plan"]["Plan Rows"])
+    n = int(row["n"]) if row is not None else 0
+    return n if n <= MATCH_CAP else None
 
 
 @router.get(
@@ -257,10 +302,27 @@ async def items(
         int, Query(ge=1, description=f"page size, default {DEFAULT_LIMIT}, at most {MAX_LIMIT}")
     ] = DEFAULT_LIMIT,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="features to skip")] = 0,
+    filter_: Annotated[
+        str | None,
+        Query(
+            alias="filter",
+            description="CQL2 over the collection's queryables",
+            max_length=cql2.MAX_FILTER_LENGTH,
+        ),
+    ] = None,
+    filter_lang: Annotated[
+        str | None, Query(alias="filter-lang", description="cql2-text (default) or cql2-json")
+    ] = None,
+    filter_crs: Annotated[
+        str | None, Query(alias="filter-crs", description="CRS84 only", max_length=200)
+    ] = None,
 ) -> Response:
-    """A GeoJSON FeatureCollection page with next/prev links and counts."""
+    """A GeoJSON FeatureCollection page with next/prev links and, when exact, numberMatched."""
     layer = _layer(collection_id)
     box = ogc_bbox(bbox)
+    compiled = None
+    if filter_ is not None:
+        compiled = cql2.parse_filter(filter_, filter_lang, layer, filter_crs)
     # OGC: a limit above the maximum is served at the maximum rather than refused
     limit = min(limit, MAX_LIMIT)
     params: dict[str, Any] = {
@@ -269,49 +331,62 @@ async def items(
         "limit": limit,
         "offset": offset,
     }
-    bbox_sql = sql.SQL("")
+    where: dict[str, sql.Composable] = {"bbox": sql.SQL(""), "filter": sql.SQL("")}
     order = sql.SQL("f.id")
     if box is not None:
-        bbox_sql = sql.SQL(_BBOX)
+        where["bbox"] = sql.SQL(_BBOX)
         order = sql.SQL(_NEAR_CENTRE)
         params.update(zip(("min_lon", "min_lat", "max_lon", "max_lat"), box, strict=True))
-    query = sql.SQL(_ITEMS).format(columns=sql.SQL(FEATURE_COLUMNS), bbox=bbox_sql, order=order)
+    if compiled is not None:
+        where["filter"] = sql.SQL("AND {}").format(compiled.condition)
+        params.update(compiled.params)
+    whole_layer = box is None and compiled is None
+    count = sql.SQL(_COUNT_LAYER if whole_layer else _COUNT_CAPPED).format(**where)
+    query = sql.SQL(_ITEMS).format(
+        count=count, columns=sql.SQL(FEATURE_COLUMNS), order=order, **where
+    )
     async with pool.connection() as conn:
-        cursor = await conn.execute(query, params, prepare=True)
+        # a filter is a new statement each time: only the fixed shapes are worth preparing
+        cursor = await conn.execute(query, params, prepare=compiled is None)
         rows = await cursor.fetchall()
-        matched = int(rows[0]["matched"])
+        counted = rows[0]["matched"]
+        matched: int | None = None if counted is None else int(counted)
+        if whole_layer and matched is None:  # cells pending: count the rows themselves
+            matched = await _count_capped(conn, where, params)
+        elif not whole_layer and matched is not None and matched > MATCH_CAP:
+            matched = None
         page = [r for r in rows if r["id"] is not None]
-        exact = matched < MATCH_CAP
-        if not exact:
-            estimate_sql = sql.SQL(_ESTIMATE).format(bbox=bbox_sql)
-            matched = max(matched, await _estimate(conn, estimate_sql, params))
         await live.attach(conn, page, settings)
     timezone = settings.district.timezone
     features = [to_feature(r, timezone=timezone) for r in page]
-    base = f"{_base(request)}/collections/{layer.key}/items"
+    base = f"{_base(settings)}/collections/{layer.key}/items"
 
     def href(at: int) -> str:
         query_params: dict[str, Any] = {"limit": limit, "offset": at}
         if bbox:
             query_params["bbox"] = bbox
+        if filter_ is not None:
+            query_params["filter"] = filter_
+            if filter_lang:
+                query_params["filter-lang"] = filter_lang
+            if filter_crs:
+                query_params["filter-crs"] = filter_crs
         return f"{base}?{urlencode(query_params)}"
 
     links = [
         _link(href(offset), "self", GEOJSON, "this page"),
-        _link(f"{_base(request)}/collections/{layer.key}", "collection", JSON, "the collection"),
+        _link(f"{_base(settings)}/collections/{layer.key}", "collection", JSON, "the collection"),
     ]
-    more = offset + len(features) < matched if exact else len(features) == limit
-    if more and len(features) == limit:
+    full = len(features) == limit
+    if full and (matched is None or offset + limit < matched):
         links.append(_link(href(offset + limit), "next", GEOJSON, "next page"))
     if offset > 0:
         links.append(_link(href(max(0, offset - limit)), "prev", GEOJSON, "previous page"))
-    body = {
-        "type": "FeatureCollection",
-        "features": features,
-        "numberMatched": matched,
-        "numberReturned": len(features),
-        "links": links,
-    }
+    body: dict[str, Any] = {"type": "FeatureCollection", "features": features}
+    if matched is not None:
+        body["numberMatched"] = matched
+    body["numberReturned"] = len(features)
+    body["links"] = links
     return json_response(body, media_type=GEOJSON)
 
 
@@ -338,7 +413,7 @@ async def item(
             raise NotFound(f"no feature {feature_id!r} in collection {layer.key!r}")
         await live.attach(conn, [row], settings)
     feature = to_feature(row, timezone=settings.district.timezone)
-    href = f"{_base(request)}/collections/{layer.key}"
+    href = f"{_base(settings)}/collections/{layer.key}"
     feature["links"] = [
         _link(f"{href}/items/{feature_id}", "self", GEOJSON, "this feature"),
         _link(href, "collection", JSON, "the collection"),
@@ -360,6 +435,7 @@ def openapi_document(root: str) -> dict[str, Any]:
     }
     errors = {
         "404": {"description": "not found"},
+        "400": {"description": "a filter that does not parse or names an unknown property"},
         "422": {"description": "a parameter is outside what is allowed"},
     }
     return {
@@ -434,8 +510,39 @@ def openapi_document(root: str) -> dict[str, Any]:
                                 "items": {"type": "number"},
                             },
                         },
+                        {
+                            "name": "filter",
+                            "in": "query",
+                            "required": False,
+                            "description": "CQL2 over the collection's queryables",
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "filter-lang",
+                            "in": "query",
+                            "required": False,
+                            # cql-text: the draft's name, which GDAL ≤ 3.6 looks for here
+                            "schema": {
+                                "type": "string",
+                                "enum": list(cql2.LANGUAGES),
+                                "default": "cql2-text",
+                            },
+                        },
+                        {
+                            "name": "filter-crs",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "enum": [CRS84]},
+                        },
                     ],
                     "responses": {"200": response("features", GEOJSON), **errors},
+                }
+            },
+            "/collections/{collectionId}/queryables": {
+                "get": {
+                    "operationId": "queryables",
+                    "parameters": [collection_id],
+                    "responses": {"200": response("queryables", SCHEMA_JSON), **errors},
                 }
             },
             "/collections/{collectionId}/items/{featureId}": {

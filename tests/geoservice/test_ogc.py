@@ -24,7 +24,12 @@ LAYERS = ["school", "clinic", "eldercare", "service_hall", "toilet"]
 def server(sample_db: str) -> Iterator[str]:
     """A real uvicorn server (its own process: GDAL holds the GIL) over the sample database."""
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": sample_db}
+    # links are built from the public URL (never the Host header): here, this server's address
+    env = {
+        **os.environ,
+        "DATABASE_URL": sample_db,
+        "SERVICEMAP_PUBLIC_URL": f"http://127.0.0.1:{port}",
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "geoservice.asgi:create",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
@@ -108,6 +113,17 @@ def test_paging_walks_every_feature_once(server: str, sample_db: str) -> None:
     assert len(ids) == len(set(ids))
     assert set(ids) == _db_ids(sample_db, "toilet")
     assert body["numberMatched"] == len(ids)
+
+
+def test_links_come_from_the_public_url_not_the_host_header(client: TestClient) -> None:
+    public = "http://127.0.0.1:8000"  # SERVICEMAP_PUBLIC_URL's default (settings_for)
+    headers = {"Host": "attacker.example"}
+    for path in ("/ogc", "/ogc/collections", "/ogc/collections/toilet/items?limit=2"):
+        response = client.get(path, headers=headers)
+        assert "attacker.example" not in response.text
+        assert all(link["href"].startswith(public) for link in response.json()["links"])
+    document = client.get("/ogc/api", headers=headers).json()
+    assert document["servers"] == [{"url": f"{public}/ogc"}]
 
 
 def test_bbox_filter(client: TestClient, sample_db: str) -> None:
