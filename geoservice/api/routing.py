@@ -17,6 +17,7 @@ Without standbys the middleware passes every request straight through.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -31,6 +32,8 @@ COOKIE = "servicemap_lsn"
 HEADER = "servicemap-lsn"
 #: methods that never write: their requests may read from a standby
 READ_METHODS = frozenset({"GET", "HEAD"})
+logger = logging.getLogger("servicemap")
+
 #: keys of the request's scope state
 STANDBY = "servicemap.standby"
 PRIMARY_ONLY = "servicemap.primary_only"
@@ -115,11 +118,17 @@ class ReadRouting:
             # a database error the handlers did not turn into an answer (a recovery conflict)
             if STANDBY not in state or held is not None or started:
                 raise
-            held = {"type": "http.response.start", "status": 500, "reason": type(exc).__name__}
+            held = {"type": "http.response.start", "status": 500, "exception": exc}
         if held is None:
             return
         standby: Standby = state[STANDBY]
-        router.suspect(standby, f"a read failed with {held.get('reason') or held['status']}")
+        failure = held.get("exception")
+        if isinstance(failure, psycopg.errors.ReadOnlySqlTransaction):
+            # the standby is fine: the route writes in a GET and must ask for PrimaryPoolDep
+            logger.error("%s %s writes: it must use the primary", scope["method"], scope["path"])
+        else:
+            reason = type(failure).__name__ if failure else f"status {held['status']}"
+            router.suspect(standby, f"a read failed: {reason}")
         replay = list(received)
 
         async def replayed_receive() -> Message:

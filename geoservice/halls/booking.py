@@ -22,7 +22,7 @@ from fastapi import APIRouter, Query, Request, Response
 from icalendar import Calendar, Event
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from geoservice.api.deps import PoolDep, SettingsDep
+from geoservice.api.deps import PoolDep, PrimaryPoolDep, SettingsDep
 from geoservice.api.errors import Conflict, InvalidParameter, NotFound, TooManyRequests
 from geoservice.halls.common import (
     TICKET_BY_CASE,
@@ -333,8 +333,11 @@ def appointment_out(
     response_model_exclude_none=True,
     summary="The appointment held by this code (with name and phone: the code is the key)",
 )
-async def get_appointment(code: CodePath, pool: PoolDep, settings: SettingsDep) -> AppointmentOut:
+async def get_appointment(
+    code: CodePath, pool: PrimaryPoolDep, settings: SettingsDep
+) -> AppointmentOut:
     """The appointment, its status and, once checked in, its queue ticket."""
+    # on the primary: reading a case lapses overdue bookings first (a GET that writes)
     key = code_or_404(code)
     async with pool.connection() as conn:
         case = await case_by_code(conn, key, settings)
@@ -451,7 +454,7 @@ async def reschedule(
     summary="The appointment as an iCalendar event (RFC 5545)",
     responses={200: {"content": {"text/calendar": {}}}},
 )
-async def calendar(code: CodePath, pool: PoolDep, settings: SettingsDep) -> Response:
+async def calendar(code: CodePath, pool: PrimaryPoolDep, settings: SettingsDep) -> Response:
     """An RFC 5545 calendar holding the one event."""
     key = code_or_404(code)
     async with pool.connection() as conn:

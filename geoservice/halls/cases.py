@@ -16,7 +16,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from geoservice.api.auth import StaffDep
-from geoservice.api.deps import PoolDep, SettingsDep
+from geoservice.api.deps import PoolDep, PrimaryPoolDep, SettingsDep
 from geoservice.api.errors import Conflict, InvalidParameter, NotFound
 from geoservice.halls.booking import case_by_code, ticket_of
 from geoservice.halls.common import ID_PATTERN, CodePath, DictConn, code_or_404
@@ -65,7 +65,7 @@ async def case_progress(conn: DictConn, code: str, settings: Settings) -> dict[s
 
 
 @router.get("/api/v1/cases/{code}", summary="A case's progress, each state with its time")
-async def get_case(code: CodePath, pool: PoolDep, settings: SettingsDep) -> dict[str, Any]:
+async def get_case(code: CodePath, pool: PrimaryPoolDep, settings: SettingsDep) -> dict[str, Any]:
     """Progress of the case holding this code."""
     key = code_or_404(code, "case")
     async with pool.connection() as conn:

@@ -24,15 +24,18 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from geoservice.api.deps import PoolDep
 from geoservice.app import create_app
 from geoservice.cli.main import app as cli
 from geoservice.db.cluster import Cluster, ensure_installed
-from geoservice.db.connection import check_database
+from geoservice.db.connection import check_database, connect
 from geoservice.db.migrate import upgrade
 from geoservice.db.replicas import format_lsn, parse_lsn
 from geoservice.db.standbys import Standbys
+from geoservice.halls.setup import HallsFile, load_halls
 from geoservice.settings import DatabaseSettings, Settings
 from tests.conftest import load_sample
+from tests.geoservice.halls_support import MATTER, OPEN_HALL, future_weekday_slot, setup_for_tests
 from tests.servers import free_port
 
 _names = itertools.count()
@@ -97,6 +100,9 @@ def pair(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Iterator
         check_database(primary_url)
         upgrade(primary_url)
         load_sample(primary_url, sample_dir)
+        with connect(primary_url) as conn:
+            setup = [h for h in setup_for_tests() if h["facility"] == OPEN_HALL]
+            load_halls(conn, HallsFile.model_validate({"halls": setup}))
         added = runner.invoke(cli, ["db", "replica", "add"], env=env)
         assert added.exit_code == 0, added.output
         standby_url = added.stdout.strip()
@@ -240,6 +246,47 @@ def test_a_client_reads_its_own_rating(
     pair.pause()
     pair.rename(facility)
     assert name_of(reads, facility) == before  # the standby's (old) name: read from it
+
+
+def test_a_client_reads_its_own_booking(pair: Pair, reads: TestClient) -> None:
+    slot = future_weekday_slot(3)
+    pair.pause()
+    body = {"hall": OPEN_HALL, "matter": MATTER, "start": slot.isoformat(),
+            "name": "陈小明", "phone": "13900001111"}  # fmt: skip
+    booked = reads.post("/api/v1/appointments", json=body)
+    assert booked.status_code == 201, booked.text
+    code = booked.json()["code"]
+    path = f"/api/v1/halls/{OPEN_HALL}/slots"
+    params = {"matter": MATTER, "date": slot.date().isoformat()}
+
+    def booked_at(**kwargs: Any) -> int:
+        answer = reads.get(path, params=params, **kwargs)
+        assert answer.status_code == 200, answer.text
+        (found,) = [s for s in answer.json() if s["start"] == slot.isoformat()]
+        return int(found["booked"])
+
+    # the booker sees the slot taken at once: the standby has not replayed the booking yet
+    assert booked_at() == 1
+    assert reads.get(f"/api/v1/appointments/{code}").json()["status"] == "booked"
+    reads.cookies.delete("servicemap_lsn")
+    assert booked_at() == 0  # anyone else: the standby's view
+    assert booked_at(headers={"Servicemap-LSN": booked.headers["servicemap-lsn"]}) == 1
+    # cancelling is a write too: the canceller sees the place free again
+    assert reads.delete(f"/api/v1/appointments/{code}").status_code in (200, 204)
+    assert reads.get(f"/api/v1/appointments/{code}").json()["status"] == "cancelled"
+    assert booked_at() == 0
+
+
+def test_a_get_that_writes_is_answered_by_the_primary(pair: Pair, reads: TestClient) -> None:
+    async def writes(pool: PoolDep) -> dict[str, int]:
+        async with pool.connection() as conn:
+            await conn.execute("CREATE TEMPORARY TABLE IF NOT EXISTS scratch (x int)")
+            await conn.execute("INSERT INTO scratch VALUES (1)")
+        return {"written": 1}
+
+    reads.app.add_api_route("/test/writes", writes)
+    assert reads.get("/test/writes").json() == {"written": 1}
+    assert standby_status(reads)["status"] == "ok"  # not taken out: it is the route's fault
 
 
 def test_a_standby_that_dies_costs_no_answer(pair: Pair, toilets: Callable[[], str]) -> None:
