@@ -34,8 +34,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
-from psycopg.types.json import Jsonb
 
+from ingest.report import MAX_STORED_ISSUES, Issue
+from ingest.runs import record_run
 from layers import CATEGORIES, DOMAINS, parse_tristate
 
 #: Upper bounds on what one catalogue row may hold (a bad file must not exhaust memory/disk).
@@ -68,38 +69,10 @@ class CatalogueError(ValueError):
     """The catalogue cannot be read at all (missing, corrupt, wrong shape)."""
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One rejected value: where it is, which field, what it was, why it is refused."""
-
-    section: str
-    row: int
-    record_id: str | None
-    field: str
-    value: str | None
-    reason: str
-
-    def __str__(self) -> str:
-        who = f" (id {self.record_id!r})" if self.record_id else ""
-        shown = "" if self.value is None else f" = {self.value!r}"
-        return f"{self.section} row {self.row}{who}: {self.field}{shown}: {self.reason}"
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form for reports."""
-        return {
-            "section": self.section,
-            "row": self.row,
-            "id": self.record_id,
-            "field": self.field,
-            "value": self.value,
-            "reason": self.reason,
-        }
-
-
 class CatalogueInvalid(ValueError):
     """Rows failed validation; nothing was written."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Issue]) -> None:
         self.problems = problems
         first = problems[0]
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -259,11 +232,11 @@ class _Checker:
 
     def __init__(self, section: str) -> None:
         self.section = section
-        self.problems: list[Problem] = []
+        self.problems: list[Issue] = []
 
     def add(self, row: int, rid: str | None, name: str, value: Any, reason: str) -> None:
         shown = None if value is None else str(value)[:120]
-        self.problems.append(Problem(self.section, row, rid, name, shown, reason))
+        self.problems.append(Issue(row, rid, name, shown, reason, section=self.section))
 
     def text(
         self, row: int, rid: str | None, raw: Mapping[str, Any], name: str, limit: int,
@@ -353,11 +326,28 @@ def validate_catalogue(raw: RawCatalogue, existing_matters: Iterable[str] = ()) 
     `existing_matters` are matter ids already stored: documents and links may refer to them.
     """
     out = Catalogue()
-    problems: list[Problem] = []
+    matters = _Checker("matters")
+    out.matters, matter_ids = _valid_matters(matters, raw.matters)
+    known = set(existing_matters) | matter_ids
+    documents = _Checker("documents")
+    out.documents, out.document_matters = _valid_documents(documents, raw.documents, known)
+    problems = matters.problems + documents.problems
+    if raw.links is not None:
+        links = _Checker("links")
+        out.links = _valid_links(links, raw.links, known)
+        problems += links.problems
+    if problems:
+        raise CatalogueInvalid(problems)
+    return out
 
-    check = _Checker("matters")
+
+def _valid_matters(
+    check: _Checker, rows: list[tuple[int, Mapping[str, Any]]]
+) -> tuple[list[dict[str, Any]], set[str]]:
+    """The valid matters, and every matter id the file names (valid rows or not)."""
+    valid: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
-    for row, rec in raw.matters:
+    for row, rec in rows:
         if _not_object(check, row, rec):
             continue
         rid = _id(check, row, rec, seen)
@@ -374,16 +364,21 @@ def validate_catalogue(raw: RawCatalogue, existing_matters: Iterable[str] = ()) 
             "department": check.text(row, rid, rec, "department", MAX_TEXT),
         }
         if rid and title and domain:
-            out.matters.append(matter)
-    problems += check.problems
-    known = set(existing_matters) | set(seen)
+            valid.append(matter)
+    return valid, set(seen)
 
-    check = _Checker("documents")
-    seen_docs: dict[str, int] = {}
-    for row, rec in raw.documents:
+
+def _valid_documents(
+    check: _Checker, rows: list[tuple[int, Mapping[str, Any]]], known: set[str]
+) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """The valid documents and their (document, matter) pairs; `known`: the matter ids."""
+    valid: list[dict[str, Any]] = []
+    pairs: list[tuple[str, str]] = []
+    seen: dict[str, int] = {}
+    for row, rec in rows:
         if _not_object(check, row, rec):
             continue
-        rid = _id(check, row, rec, seen_docs)
+        rid = _id(check, row, rec, seen)
         title = check.text(row, rid, rec, "title", MAX_TITLE, required=True)
         category = check.text(row, rid, rec, "category", MAX_ID, required=True)
         if category is not None and category not in CATEGORIES:
@@ -406,41 +401,40 @@ def validate_catalogue(raw: RawCatalogue, existing_matters: Iterable[str] = ()) 
             if matter_id not in known:
                 check.add(row, rid, "matter_ids", matter_id, "names no matter in the catalogue")
         if rid and title and category and len(check.problems) == before:
-            out.documents.append(document)
-            out.document_matters += [(rid, m) for m in matter_ids]
-    problems += check.problems
+            valid.append(document)
+            pairs += [(rid, m) for m in matter_ids]
+    return valid, pairs
 
-    if raw.links is not None:
-        check = _Checker("links")
-        out.links = []
-        seen_links: dict[tuple[str, str, str], int] = {}
-        for row, rec in raw.links:
-            if _not_object(check, row, rec):
+
+def _valid_links(
+    check: _Checker, rows: list[tuple[int, Mapping[str, Any]]], known: set[str]
+) -> list[dict[str, Any]]:
+    """The valid manual links; `known`: the matter ids."""
+    valid: list[dict[str, Any]] = []
+    seen: dict[tuple[str, str, str], int] = {}
+    for row, rec in rows:
+        if _not_object(check, row, rec):
+            continue
+        source = check.text(row, None, rec, "source", MAX_ID, required=True)
+        source_id = check.text(row, None, rec, "source_id", MAX_ID, required=True)
+        link_matter = check.text(row, None, rec, "matter_id", MAX_ID, required=True)
+        if link_matter is not None and link_matter not in known:
+            check.add(row, None, "matter_id", link_matter, "names no matter in the catalogue")
+            link_matter = None
+        exclude_raw = rec.get("exclude")
+        exclude = parse_tristate(exclude_raw) if _text(exclude_raw) is not None else False
+        if exclude is None:
+            check.add(row, None, "exclude", exclude_raw, "must be true or false")
+        if source and source_id and link_matter and exclude is not None:
+            key = (source, source_id, link_matter)
+            if key in seen:
+                check.add(row, None, "matter_id", link_matter,
+                          f"duplicate link (first in row {seen[key]})")  # fmt: skip
                 continue
-            source = check.text(row, None, rec, "source", MAX_ID, required=True)
-            source_id = check.text(row, None, rec, "source_id", MAX_ID, required=True)
-            link_matter = check.text(row, None, rec, "matter_id", MAX_ID, required=True)
-            if link_matter is not None and link_matter not in known:
-                check.add(row, None, "matter_id", link_matter, "names no matter in the catalogue")
-                link_matter = None
-            exclude_raw = rec.get("exclude")
-            exclude = parse_tristate(exclude_raw) if _text(exclude_raw) is not None else False
-            if exclude is None:
-                check.add(row, None, "exclude", exclude_raw, "must be true or false")
-            if source and source_id and link_matter and exclude is not None:
-                key = (source, source_id, link_matter)
-                if key in seen_links:
-                    check.add(row, None, "matter_id", link_matter,
-                              f"duplicate link (first in row {seen_links[key]})")  # fmt: skip
-                    continue
-                seen_links[key] = row
-                out.links.append({"source": source, "source_id": source_id,
-                                  "matter_id": link_matter, "exclude": exclude})  # fmt: skip
-        problems += check.problems
-
-    if problems:
-        raise CatalogueInvalid(problems)
-    return out
+            seen[key] = row
+            valid.append({"source": source, "source_id": source_id,
+                          "matter_id": link_matter, "exclude": exclude})  # fmt: skip
+    return valid
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -633,7 +627,7 @@ def _counts(row: Mapping[str, Any]) -> dict[str, int]:
     return counts
 
 
-def record_run(
+def _record(
     conn: psycopg.Connection[Any],
     path: Path,
     *,
@@ -641,31 +635,30 @@ def record_run(
     started: float,
     outcome: str,
     report: LoadReport | None = None,
-    problems: list[Problem] | None = None,
+    problems: list[Issue] | None = None,
 ) -> None:
     """Record one catalogue load (ok, failed or dry_run) in ingest_runs, kind 'disclosures'."""
     counts = report.counts if report else {}
     body: dict[str, Any] = {"counts": counts}
     if problems:
-        body["rejects"] = [p.as_dict() for p in problems[:1000]]
+        body["rejects"] = [p.as_dict() for p in problems[:MAX_STORED_ISSUES]]
         body["rejected_total"] = len(problems)
-    with conn.transaction():
-        conn.execute(
-            """
-            INSERT INTO ingest_runs (kind, source, path, file_sha256, finished_at, duration_s,
-                read, inserted, updated, unchanged, removed, rejected, outcome, report)
-            VALUES ('disclosures', 'catalogue', %s, %s, now(), %s, %s, %s, %s, %s, %s, %s, %s, %s)
-            """,
-            (
-                str(path), sha256, time.monotonic() - started,
-                report.total("read") if report else 0,
-                report.total("inserted") if report else 0,
-                report.total("updated") if report else 0,
-                report.total("unchanged") if report else 0,
-                report.total("removed") if report else 0,
-                len(problems or []), outcome, Jsonb(body),
-            ),
-        )  # fmt: skip
+    totals = (
+        {k: report.total(k) for k in ("read", "inserted", "updated", "unchanged", "removed")}
+        if report
+        else {}
+    )
+    record_run(
+        conn,
+        kind="disclosures",
+        source="catalogue",
+        path=str(path),
+        file_sha256=sha256,
+        duration_s=time.monotonic() - started,
+        counts={**totals, "rejected": len(problems or [])},
+        outcome=outcome,
+        report=body,
+    )
 
 
 def ingest_catalogue(
@@ -685,21 +678,21 @@ def ingest_catalogue(
             known = existing_matter_ids(conn)
         catalogue = validate_catalogue(raw, known)
     except CatalogueInvalid as exc:
-        record_run(conn, path, sha256=sha, started=started, outcome="failed",
+        _record(conn, path, sha256=sha, started=started, outcome="failed",
                    problems=exc.problems)  # fmt: skip
         raise
     except CatalogueError as exc:
-        problem = Problem("file", 0, None, "file", None, str(exc))
-        record_run(conn, path, sha256=sha, started=started, outcome="failed", problems=[problem])
+        problem = Issue(0, None, "file", None, str(exc), section="file")
+        _record(conn, path, sha256=sha, started=started, outcome="failed", problems=[problem])
         raise
     if dry_run:
         report = LoadReport({
             "matters": _counts({"read": len(catalogue.matters)}),
             "documents": _counts({"read": len(catalogue.documents)}),
         })  # fmt: skip
-        record_run(conn, path, sha256=sha, started=started, outcome="dry_run", report=report)
+        _record(conn, path, sha256=sha, started=started, outcome="dry_run", report=report)
         return report
     report = load_catalogue(conn, catalogue, full=full)
     report.duration_s = time.monotonic() - started
-    record_run(conn, path, sha256=sha, started=started, outcome="ok", report=report)
+    _record(conn, path, sha256=sha, started=started, outcome="ok", report=report)
     return report

@@ -22,7 +22,6 @@ import pandas as pd
 import psycopg
 import shapely
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
 import layers
 from ingest import crs as crs_mod
@@ -31,6 +30,7 @@ from ingest.load import LoadCounts
 from ingest.mapping import Mapping, resolve
 from ingest.readers import CHUNK_ROWS, Chunk, Source, open_source
 from ingest.report import MAX_STORED_ISSUES, IngestError, IngestReport, Issue
+from ingest.runs import record_run
 
 #: progress callback: (rows read so far, rows expected or None)
 Progress = Callable[[int, int | None], None]
@@ -313,11 +313,49 @@ def _chunk(
     issues: list[Issue] = list(can.issues)
     crs, crs_issues = choice.for_chunk(frame, can.crs_labels, resolved.crs_label)
     issues.extend(crs_issues)
-    n = len(frame)
+    lon, lat, footprints = _positions(can, crs)
+    # rows already refused are not checked for their position again
+    reported = {i.row for i in issues if i.severity == "error"}
+    checkable = ~frame["_row"].isin(reported).to_numpy()
+    position_field = f"{resolved.x}/{resolved.y}" if resolved.x else (resolved.wkt or "geometry")
+    issues.extend(
+        validate.check_positions(
+            frame, x=can.x, y=can.y, lon=lon, lat=lat, checkable=checkable, crs=crs,
+            bbox=options.bbox, allow_outside=options.allow_outside, field=position_field,
+        )
+    )  # fmt: skip
+    issues.extend(validate.check_fields(frame, resolved))
+    issues.extend(_values(frame, resolved, options.timezone))
+    has_layer = np.flatnonzero(frame["layer"].notna().to_numpy())
+    attributes, attribute_issues = transform.attribute_json(frame, has_layer)
+    issues.extend(attribute_issues)
 
-    # positions: points convert as arrays; shapes convert, then a point inside them
+    bad_rows = {i.row for i in issues if i.severity == "error"}
+    bad = frame["_row"].isin(bad_rows).to_numpy()
+    report.extend(issues)
+    report.rejected += int(bad.sum())
+    if "source_id" not in resolved.field_columns:
+        frame["source_id"] = _generated_ids(frame, ~bad, lon, lat)
+    keep = ~bad
+    records = transform.records(
+        frame if not bad.any() else frame.loc[keep].reset_index(drop=True),
+        lon[keep],
+        lat[keep],
+        footprints[keep],
+        attributes[keep],
+        source=source_name,
+    )
+    return records, _rejected_ids(frame, bad), bool(bad.any())
+
+
+def _positions(can: transform.Canonical, crs: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """WGS 84 lon, lat and footprint of each row; a shape's position is a point inside it.
+
+    Points convert as arrays, shapes convert whole. For a shape `can.x`/`can.y` become its
+    point's source coordinates, which the swap check works on.
+    """
     lon, lat = crs_mod.to_wgs84(can.x, can.y, crs)
-    footprints = np.full(n, None, dtype=object)
+    footprints = np.full(len(can.frame), None, dtype=object)
     has_shape = ~pd.isna(can.shapes)
     if has_shape.any():
         shapes = crs_mod.geometries_to_wgs84(can.shapes[has_shape], crs)
@@ -332,22 +370,16 @@ def _chunk(
         src_points = shapely.point_on_surface(can.shapes[has_shape])
         can.x[has_shape] = shapely.get_x(src_points)
         can.y[has_shape] = shapely.get_y(src_points)
-    reported = {i.row for i in issues if i.severity == "error"}
-    checkable = ~frame["_row"].isin(reported).to_numpy()
-    position_field = f"{resolved.x}/{resolved.y}" if resolved.x else (resolved.wkt or "geometry")
-    issues.extend(
-        validate.check_positions(
-            frame, x=can.x, y=can.y, lon=lon, lat=lat, checkable=checkable, crs=crs,
-            bbox=options.bbox, allow_outside=options.allow_outside, field=position_field,
-        )
-    )  # fmt: skip
-    issues.extend(validate.check_fields(frame, resolved))
+    return lon, lat, footprints
 
-    # values: once per distinct value
+
+def _values(frame: pd.DataFrame, resolved: Any, timezone: str) -> list[Issue]:
+    """Add the parsed hours, yes/no and times (once per distinct value); their warnings."""
+    warnings: list[Issue] = []
     frame["opening_hours_norm"], bad_hours = transform.opening_hours(frame["opening_hours"])
     hours_field = resolved.field_columns.get("opening_hours", "opening_hours")
     for i in np.flatnonzero(bad_hours).tolist():
-        issues.append(
+        warnings.append(
             transform.issue(
                 frame,
                 int(i),
@@ -358,11 +390,9 @@ def _chunk(
             )  # fmt: skip
         )
     frame["accessible_bool"] = transform.tristate(frame["accessible"])
-    frame["verified_at_iso"], bad_times = transform.verified_times(
-        frame["verified_at"], options.timezone
-    )
+    frame["verified_at_iso"], bad_times = transform.verified_times(frame["verified_at"], timezone)
     for i in np.flatnonzero(bad_times).tolist():
-        issues.append(
+        warnings.append(
             transform.issue(
                 frame,
                 int(i),
@@ -372,26 +402,26 @@ def _chunk(
                 "warning",
             )  # fmt: skip
         )
-    has_layer = np.flatnonzero(frame["layer"].notna().to_numpy())
-    attributes, attribute_issues = transform.attribute_json(frame, has_layer)
-    issues.extend(attribute_issues)
+    return warnings
 
-    bad_rows = {i.row for i in issues if i.severity == "error"}
-    bad = frame["_row"].isin(bad_rows).to_numpy()
-    report.extend(issues)
-    report.rejected += int(bad.sum())
 
-    if "source_id" not in resolved.field_columns:
-        ok = ~bad
-        ids = np.full(n, None, dtype=object)
-        ids[ok] = transform.generated_source_ids(
-            frame["layer"].to_numpy(dtype=object)[ok].tolist(),
-            frame["name"].to_numpy(dtype=object)[ok].tolist(),
-            lon[ok],
-            lat[ok],
-        )
-        frame["source_id"] = ids
-    rejected_ids: list[tuple[str, int | None]] = [
+def _generated_ids(
+    frame: pd.DataFrame, ok: np.ndarray, lon: np.ndarray, lat: np.ndarray
+) -> np.ndarray:
+    """Source ids made from layer, name and position for the valid rows (None for the rest)."""
+    ids = np.full(len(frame), None, dtype=object)
+    ids[ok] = transform.generated_source_ids(
+        frame["layer"].to_numpy(dtype=object)[ok].tolist(),
+        frame["name"].to_numpy(dtype=object)[ok].tolist(),
+        lon[ok],
+        lat[ok],
+    )
+    return ids
+
+
+def _rejected_ids(frame: pd.DataFrame, bad: np.ndarray) -> list[tuple[str, int | None]]:
+    """(source id, row) of the rejected rows that have an id."""
+    return [
         (str(sid), int(row))
         for sid, row in zip(
             frame["source_id"].to_numpy(dtype=object)[bad],
@@ -400,35 +430,22 @@ def _chunk(
         )
         if not pd.isna(sid)
     ]
-    keep = ~bad
-    records = transform.records(
-        frame if not bad.any() else frame.loc[keep].reset_index(drop=True),
-        lon[keep],
-        lat[keep],
-        footprints[keep],
-        attributes[keep],
-        source=source_name,
-    )
-    return records, rejected_ids, bool(bad.any())
 
 
 def _record(conn: psycopg.Connection[Any], report: IngestReport) -> None:
-    """Write the run's row in ingest_runs (its own transaction: failed runs are kept too)."""
-    with conn.transaction():
-        conn.execute(
-            """
-            INSERT INTO ingest_runs (kind, source, layer, path, file_sha256, finished_at,
-                duration_s, read, inserted, updated, unchanged, removed, rejected, warnings,
-                outcome, report)
-            VALUES ('facilities', %s, %s, %s, %s, now(), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-            """,
-            (
-                report.source, report.layer, report.path, report.file_sha256, report.duration_s,
-                report.read, report.inserted, report.updated, report.unchanged, report.removed,
-                report.rejected, report.warnings, report.outcome,
-                Jsonb(report.to_dict(max_issues=MAX_STORED_ISSUES)),
-            ),
-        )  # fmt: skip
+    """Record the run in ingest_runs (its own transaction: failed runs are kept too)."""
+    record_run(
+        conn,
+        kind="facilities",
+        path=report.path,
+        outcome=report.outcome,
+        duration_s=report.duration_s,
+        counts=report.counts(),
+        report=report.to_dict(max_issues=MAX_STORED_ISSUES),
+        source=report.source,
+        layer=report.layer,
+        file_sha256=report.file_sha256,
+    )
 
 
 def record_failed(

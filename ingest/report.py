@@ -23,29 +23,49 @@ class IngestError(Exception):
 
 @dataclass(frozen=True)
 class Issue:
-    """One problem with one row: where (row number or feature id), which field, what value, why."""
+    """One problem with one value: where it is, which field, what it was, why it is refused.
+
+    Both loaders report with it. A facility file places it by row number and feature id; the
+    disclosure catalogue by `section` (matters, documents, links or file), row and record id.
+    Each keeps its own wording in text and JSON (`where`, `as_dict`).
+    """
 
     row: int | None
-    feature_id: str | None
+    #: the record's id in the file: a feature id (facilities) or a matter/document id
+    record_id: str | None
     field: str
     value: str | None
     reason: str
     severity: Severity = "error"
+    #: the catalogue section it is in; None in a facility file
+    section: str | None = None
 
     def where(self) -> str:
-        """'row 12' or 'feature node/42' (both when known)."""
+        """'row 12', 'feature node/42' (both when known), or 'documents row 3 (id 'd1')'."""
+        if self.section is not None:
+            who = f" (id {self.record_id!r})" if self.record_id else ""
+            return f"{self.section} row {self.row}{who}"
         parts = []
         if self.row is not None:
             parts.append(f"row {self.row}")
-        if self.feature_id is not None:
-            parts.append(f"feature {self.feature_id}")
+        if self.record_id is not None:
+            parts.append(f"feature {self.record_id}")
         return " ".join(parts) or "file"
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form for reports."""
+        if self.section is not None:
+            return {
+                "section": self.section,
+                "row": self.row,
+                "id": self.record_id,
+                "field": self.field,
+                "value": self.value,
+                "reason": self.reason,
+            }
         return {
             "row": self.row,
-            "feature_id": self.feature_id,
+            "feature_id": self.record_id,
             "field": self.field,
             "value": self.value,
             "reason": self.reason,
@@ -139,8 +159,8 @@ class IngestReport:
             "reason": self.reason,
             **self.counts(),
             "duration_s": round(self.duration_s, 3),
-            "rejects": [i.to_dict() for i in kept if i.severity == "error"],
-            "warning_list": [i.to_dict() for i in kept if i.severity == "warning"],
+            "rejects": [i.as_dict() for i in kept if i.severity == "error"],
+            "warning_list": [i.as_dict() for i in kept if i.severity == "warning"],
             "issues_not_listed": self.issues_dropped + len(ordered) - len(kept),
         }
 

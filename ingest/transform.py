@@ -30,7 +30,6 @@ from ingest.report import Issue, shown_value
 from layers.hours import hours_valid
 
 H3_STORED_RESOLUTION = 15
-STATUSES = ("active", "temporarily_closed", "removed")
 #: decimals of the rounded position in a generated source id (~11 m)
 ID_POSITION_DECIMALS = 4
 
@@ -123,38 +122,71 @@ def to_canonical(chunk: Chunk, resolved: Resolved, *, canonical_source: bool) ->
     frame["_row"] = chunk.rows
     frame["_fid"] = chunk.fids if chunk.fids is not None else np.full(n, None, dtype=object)
     issues: list[Issue] = []
-
     # layer: fixed, or from a column through [layer_values]
     if resolved.layer is not None:
         frame["layer"] = resolved.layer
     else:
-        assert resolved.layer_column is not None
-        raw_layer = text_values(src[resolved.layer_column])
-        known = set(layers.all_layers())
-        lookup = {str(k).strip(): v for k, v in resolved.layer_values.items()}
-        unique = pd.unique(raw_layer.dropna())
-        resolved_values = {u: lookup.get(u, u if u in known else None) for u in unique.tolist()}
-        # a few distinct values: map their codes, not every row's text
-        codes, uniques = pd.factorize(raw_layer)
-        mapped = np.array([resolved_values[u] for u in uniques.tolist()] + [None], dtype=object)
-        frame["layer"] = pd.Series(mapped[codes], dtype="str")
-        for i in np.flatnonzero(frame["layer"].isna().to_numpy()).tolist():
-            value = raw_layer.iat[i]
-            missing = not isinstance(value, str)
-            reason = (
-                "missing layer"
-                if missing
-                else f"unknown layer; known layers: {', '.join(sorted(known))}"
-            )
-            issues.append(
-                issue(frame, int(i), resolved.layer_column, None if missing else value, reason)
-            )
-
+        issues.extend(_layer_column(frame, src, resolved))
     for name in FACILITY_FIELDS:
         column = resolved.field_columns.get(name)
         frame[name] = text_values(src[column]) if column is not None else None
+    _attribute_columns(frame, src, resolved, canonical_source=canonical_source)
+    # coordinates in the source CRS
+    x = np.full(n, np.nan)
+    y = np.full(n, np.nan)
+    shapes = np.full(n, None, dtype=object)
+    if resolved.x is not None and resolved.y is not None:
+        issues.extend(_xy_columns(frame, src, (resolved.x, x), (resolved.y, y)))
+    else:
+        geoms, field, geometry_issues = _geometries(frame, chunk, resolved)
+        issues.extend(geometry_issues)
+        if geoms is None:
+            # plain points read without shapely (readers.point_xy): none missing or empty
+            assert chunk.xy is not None
+            x[:] = chunk.xy[:, 0]
+            y[:] = chunk.xy[:, 1]
+        else:
+            issues.extend(_split_points(frame, geoms, field, x, y, shapes))
+    labels = (
+        text_column(src[resolved.crs_label]).to_numpy(dtype=object)
+        if resolved.crs_label is not None
+        else None
+    )
+    issues.extend(_long_fields(frame, src))
+    return Canonical(frame, x, y, shapes, labels, issues)
 
-    # attribute columns: attr.<name> holding raw (typed) values
+
+def _layer_column(frame: pd.DataFrame, src: pd.DataFrame, resolved: Resolved) -> list[Issue]:
+    """Fill frame["layer"] from the layer column through [layer_values]; the unknown ones."""
+    assert resolved.layer_column is not None
+    raw_layer = text_values(src[resolved.layer_column])
+    known = set(layers.all_layers())
+    lookup = {str(k).strip(): v for k, v in resolved.layer_values.items()}
+    unique = pd.unique(raw_layer.dropna())
+    resolved_values = {u: lookup.get(u, u if u in known else None) for u in unique.tolist()}
+    # a few distinct values: map their codes, not every row's text
+    codes, uniques = pd.factorize(raw_layer)
+    mapped = np.array([resolved_values[u] for u in uniques.tolist()] + [None], dtype=object)
+    frame["layer"] = pd.Series(mapped[codes], dtype="str")
+    issues: list[Issue] = []
+    for i in np.flatnonzero(frame["layer"].isna().to_numpy()).tolist():
+        value = raw_layer.iat[i]
+        missing = not isinstance(value, str)
+        reason = (
+            "missing layer"
+            if missing
+            else f"unknown layer; known layers: {', '.join(sorted(known))}"
+        )
+        issues.append(
+            issue(frame, int(i), resolved.layer_column, None if missing else value, reason)
+        )
+    return issues
+
+
+def _attribute_columns(
+    frame: pd.DataFrame, src: pd.DataFrame, resolved: Resolved, *, canonical_source: bool
+) -> None:
+    """Add the attribute columns (attr.<name>, raw typed values) and OSM's unnamed flag."""
     attribute_sources: dict[str, str] = {}
     for mapping in resolved.attribute_columns.values():
         attribute_sources.update({a: c for a, c in mapping.items()})
@@ -167,60 +199,72 @@ def to_canonical(chunk: Chunk, resolved: Resolved, *, canonical_source: bool) ->
         if "__unnamed__" in src.columns:
             frame["_unnamed"] = src["__unnamed__"].fillna(False).to_numpy(dtype=bool)
 
-    # coordinates in the source CRS
-    x = np.full(n, np.nan)
-    y = np.full(n, np.nan)
-    shapes = np.full(n, None, dtype=object)
-    if resolved.x is not None and resolved.y is not None:
-        for column, target in ((resolved.x, x), (resolved.y, y)):
-            raw = text_values(src[column])
-            numbers = pd.to_numeric(raw, errors="coerce")
-            target[:] = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
-            for i in np.flatnonzero(raw.isna().to_numpy()).tolist():
-                issues.append(issue(frame, int(i), column, None, "missing coordinate"))
-            for i in np.flatnonzero((raw.notna() & numbers.isna()).to_numpy()).tolist():
-                issues.append(issue(frame, int(i), column, raw.iat[i], "not a number"))
-    else:
-        if resolved.wkt is not None:
-            raw = text_column(src[resolved.wkt])
-            geoms = shapely.from_wkt(raw.to_numpy(dtype=object), on_invalid="ignore")
-            for i in np.flatnonzero((raw.notna() & pd.isna(geoms)).to_numpy()).tolist():
-                issues.append(issue(frame, int(i), resolved.wkt, raw.iat[i], "not valid WKT"))
-            for i in np.flatnonzero(raw.isna().to_numpy()).tolist():
-                issues.append(issue(frame, int(i), resolved.wkt, None, "missing geometry"))
-            field = resolved.wkt
-        elif chunk.xy is not None:
-            # plain points read without shapely (readers.point_xy): none missing or empty
-            x[:] = chunk.xy[:, 0]
-            y[:] = chunk.xy[:, 1]
-            geoms = None
-        else:
-            geoms = chunk.geometry if chunk.geometry is not None else np.full(n, None)
-            field = "geometry"
-            for i in np.flatnonzero(pd.isna(geoms)).tolist():
-                issues.append(issue(frame, int(i), field, None, "missing geometry"))
-        if geoms is not None:
-            geoms = np.asarray(geoms, dtype=object)
-            present = ~pd.isna(geoms)
-            empty = np.zeros(n, dtype=bool)
-            empty[present] = shapely.is_empty(geoms[present].astype(object))
-            for i in np.flatnonzero(empty).tolist():
-                issues.append(issue(frame, int(i), field, "EMPTY", "empty geometry"))
-            usable = present & ~empty
-            kinds = np.full(n, -1)
-            kinds[usable] = shapely.get_type_id(geoms[usable])
-            is_point = kinds == 0
-            x[is_point] = shapely.get_x(geoms[is_point])
-            y[is_point] = shapely.get_y(geoms[is_point])
-            other = usable & ~is_point
-            shapes[other] = geoms[other]
-    labels = (
-        text_column(src[resolved.crs_label]).to_numpy(dtype=object)
-        if resolved.crs_label is not None
-        else None
-    )
-    issues.extend(_long_fields(frame, src))
-    return Canonical(frame, x, y, shapes, labels, issues)
+
+def _xy_columns(
+    frame: pd.DataFrame, src: pd.DataFrame, *targets: tuple[str, np.ndarray]
+) -> list[Issue]:
+    """Fill each (column, array) pair with the column's numbers; the missing and non-numbers."""
+    issues: list[Issue] = []
+    for column, target in targets:
+        raw = text_values(src[column])
+        numbers = pd.to_numeric(raw, errors="coerce")
+        target[:] = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+        for i in np.flatnonzero(raw.isna().to_numpy()).tolist():
+            issues.append(issue(frame, int(i), column, None, "missing coordinate"))
+        for i in np.flatnonzero((raw.notna() & numbers.isna()).to_numpy()).tolist():
+            issues.append(issue(frame, int(i), column, raw.iat[i], "not a number"))
+    return issues
+
+
+def _geometries(
+    frame: pd.DataFrame, chunk: Chunk, resolved: Resolved
+) -> tuple[np.ndarray | None, str, list[Issue]]:
+    """(geometries, their field name, missing or unreadable ones) from WKT or the file's own.
+
+    None: the reader gave plain points as an array (`chunk.xy`) instead.
+    """
+    n = len(frame)
+    issues: list[Issue] = []
+    if resolved.wkt is not None:
+        raw = text_column(chunk.frame[resolved.wkt])
+        geoms = shapely.from_wkt(raw.to_numpy(dtype=object), on_invalid="ignore")
+        for i in np.flatnonzero((raw.notna() & pd.isna(geoms)).to_numpy()).tolist():
+            issues.append(issue(frame, int(i), resolved.wkt, raw.iat[i], "not valid WKT"))
+        for i in np.flatnonzero(raw.isna().to_numpy()).tolist():
+            issues.append(issue(frame, int(i), resolved.wkt, None, "missing geometry"))
+        return geoms, resolved.wkt, issues
+    if chunk.xy is not None:
+        return None, "geometry", issues
+    geoms = chunk.geometry if chunk.geometry is not None else np.full(n, None)
+    for i in np.flatnonzero(pd.isna(geoms)).tolist():
+        issues.append(issue(frame, int(i), "geometry", None, "missing geometry"))
+    return geoms, "geometry", issues
+
+
+def _split_points(
+    frame: pd.DataFrame,
+    geoms: np.ndarray,
+    field: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    shapes: np.ndarray,
+) -> list[Issue]:
+    """Points' coordinates into x/y, other geometries into shapes; the empty ones' issues."""
+    n = len(frame)
+    geoms = np.asarray(geoms, dtype=object)
+    present = ~pd.isna(geoms)
+    empty = np.zeros(n, dtype=bool)
+    empty[present] = shapely.is_empty(geoms[present].astype(object))
+    issues = [issue(frame, int(i), field, "EMPTY", "empty geometry") for i in np.flatnonzero(empty)]
+    usable = present & ~empty
+    kinds = np.full(n, -1)
+    kinds[usable] = shapely.get_type_id(geoms[usable])
+    is_point = kinds == 0
+    x[is_point] = shapely.get_x(geoms[is_point])
+    y[is_point] = shapely.get_y(geoms[is_point])
+    other = usable & ~is_point
+    shapes[other] = geoms[other]
+    return issues
 
 
 def _long_fields(frame: pd.DataFrame, src: pd.DataFrame) -> list[Issue]:
@@ -387,7 +431,7 @@ def records(
     *,
     source: str,
 ) -> pd.DataFrame:
-    """Canonical records (load.RECORD_COLUMNS + row_no) of already validated rows."""
+    """Canonical records (layers.facility.RECORD_COLUMNS + row_no) of already validated rows."""
     n = len(frame)
 
     def column(name: str) -> Any:
@@ -432,7 +476,6 @@ def records(
 
 __all__ = [
     "H3_STORED_RESOLUTION",
-    "STATUSES",
     "Canonical",
     "attribute_json",
     "crs_mod",

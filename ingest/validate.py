@@ -14,7 +14,8 @@ import pandas as pd
 from ingest import crs as crs_mod
 from ingest.mapping import Resolved
 from ingest.report import IngestError, Issue
-from ingest.transform import STATUSES, issue
+from ingest.transform import issue
+from layers.facility import STATUSES
 
 BBox = tuple[float, float, float, float]
 
