@@ -15,7 +15,7 @@ from geoservice.db.connection import create_pool, database_url, mask_url
 from geoservice.db.replicas import ReadRouter
 from geoservice.disclosures import routes as disclosures
 from geoservice.halls import routes as halls
-from geoservice.query import facilities, h3, meta, nearest, ogc, tiles
+from geoservice.query import downloads, facilities, h3, meta, nearest, ogc, tiles
 from geoservice.settings import Settings
 from geoservice.toilets import ratings, sensors, staff
 from web import pages, staff_page
@@ -110,6 +110,7 @@ def create_app(settings: Settings) -> FastAPI:
     # sensor posts are by far the most frequent requests; no two routers share a path
     for module in (sensors, meta, nearest, h3, facilities, disclosures, ratings, staff, ogc, tiles):
         app.include_router(module.router)
+    app.include_router(downloads.router)
     app.include_router(halls.router)
     for page in (pages, staff_page, web_routes):
         app.include_router(page.router)

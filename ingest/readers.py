@@ -31,6 +31,7 @@ import shapely
 
 import layers
 from ingest import crs as crs_mod
+from ingest import csv_cells
 from ingest.report import IngestError
 
 #: rows per chunk: large enough for vectorised work, small enough to bound memory
@@ -413,7 +414,8 @@ def _read_csv(source: Source, chunk_rows: int) -> Iterator[Chunk]:
             rows = np.arange(done + 2, done + len(frame) + 2, dtype=np.int64)
             done += len(frame)
             frame.index = pd.RangeIndex(len(frame))
-            yield Chunk(frame, None, rows)
+            # cells an export protected from spreadsheets ('=…) read back as they were
+            yield Chunk(csv_cells.unprotect_frame(frame), None, rows)
     except pd.errors.ParserError as exc:
         raise IngestError(f"{source.path.name}: malformed CSV: {exc}") from None
     except UnicodeDecodeError as exc:

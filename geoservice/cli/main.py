@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from geoservice.cli import disclosures as cli_disclosures
+from geoservice.cli import export as cli_export
 from geoservice.cli import halls as cli_halls
 from geoservice.cli import ingest as cli_ingest
 from geoservice.cli import replicas as cli_replicas
@@ -168,7 +169,7 @@ def demo(
         serve(host=host, port=port, workers=None)
 
 
-for module in (cli_ingest, cli_disclosures, cli_toilets, cli_web, cli_halls):
+for module in (cli_ingest, cli_disclosures, cli_toilets, cli_web, cli_halls, cli_export):
     module.register(app)
 
 
