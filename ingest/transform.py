@@ -23,6 +23,7 @@ import shapely
 
 import layers
 from ingest import crs as crs_mod
+from ingest.hours import normalise_hours
 from ingest.load import content_hashes, facility_ids
 from ingest.mapping import FACILITY_FIELDS, Resolved
 from ingest.readers import MAX_FIELD_CHARS, Chunk
@@ -378,11 +379,16 @@ def _plain_codes(values: pd.Series) -> tuple[np.ndarray, list[Any]]:
 
 
 def opening_hours(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """(normalised OSM opening_hours or None, mask of rows whose text did not parse)."""
-    unique = pd.unique(values.dropna())
-    valid = [v for v in unique.tolist() if hours_valid(v)]
-    ok = values.isin(valid)
-    normalised = values.where(ok, None)
+    """(OSM opening_hours normalised from the source's text or None, mask of rows not understood).
+
+    Hours as Chinese sources write them (周一至周五 08:30-17:30) are rewritten in OSM syntax by
+    `ingest.hours`, once per distinct text; valid OSM is kept as it is.
+    """
+    unique = pd.unique(values.dropna()).tolist()
+    expressions = {raw: normalise_hours(str(raw)).expression for raw in unique}
+    understood = {raw: e for raw, e in expressions.items() if e is not None and hours_valid(e)}
+    ok = values.isin(list(understood))
+    normalised = values.where(ok, None).map(understood, na_action="ignore")
     bad = (values.notna() & ~ok).to_numpy()
     return normalised, bad
 
