@@ -198,8 +198,9 @@ def _opening_states(request: Request, settings: Settings) -> OpeningStates:
     return states
 
 
-def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/") + "/ogc"
+def _base(settings: Settings) -> str:
+    # the configured public address, as /ogc's links: responses are cached publicly
+    return settings.service.public_url.rstrip("/") + "/ogc"
 
 
 def _link(href: str, rel: str, type_: str, title: str, **extra: Any) -> dict[str, Any]:
@@ -341,9 +342,9 @@ THINNING = (
 
 
 @router.get("/tileMatrixSets", summary="Tile matrix sets")
-async def tile_matrix_sets(request: Request) -> Response:
+async def tile_matrix_sets(request: Request, settings: SettingsDep) -> Response:
     """The one tile matrix set the tiles use: WebMercatorQuad."""
-    base = _base(request)
+    base = _base(settings)
     body = {
         "tileMatrixSets": [
             {
@@ -370,23 +371,25 @@ async def tile_matrix_set_definition(
 @router.get("/collections/{collectionId}/tiles", summary="A layer's vector tilesets")
 async def tilesets(
     request: Request,
+    settings: SettingsDep,
     collection_id: Annotated[str, Path(alias="collectionId", max_length=100)],
 ) -> Response:
     """The tilesets of a layer: Mapbox Vector Tiles in WebMercatorQuad."""
     layer = _layer(collection_id)
-    return _json(request, {"tilesets": [_tileset_summary(_base(request), layer)]})
+    return _json(request, {"tilesets": [_tileset_summary(_base(settings), layer)]})
 
 
 @router.get("/collections/{collectionId}/tiles/{tileMatrixSetId}", summary="A tileset")
 async def tileset(
     request: Request,
+    settings: SettingsDep,
     collection_id: Annotated[str, Path(alias="collectionId", max_length=100)],
     tile_matrix_set_id: Annotated[str, Path(alias="tileMatrixSetId", max_length=100)],
 ) -> Response:
     """The tileset's metadata: its vector layer, properties and what is aggregated below z14."""
     layer = _layer(collection_id)
     _tms(tile_matrix_set_id)
-    body = _tileset_summary(_base(request), layer)
+    body = _tileset_summary(_base(settings), layer)
     body |= {
         "description": THINNING,
         "minzoom": 0,
