@@ -437,6 +437,13 @@
     if (stale.length) st.cluster.removeLayers(stale);
   }
 
+  // API links carry SERVICEMAP_PUBLIC_URL; the page asks the server it came from (CSP
+  // connect-src 'self'), whatever host name the reader used to reach it
+  function ownOrigin(href) {
+    var url = new URL(href, window.location.href);
+    return url.pathname + url.search;
+  }
+
   function loadItems(st, bbox, gen, ctrl, maxPages) {
     var seen = {};
     var pages = 0;
@@ -448,7 +455,7 @@
         if (pages === 1) st.aggregates.clearLayers();
         addFeatures(st, fc.features || [], seen);
         var next = (fc.links || []).filter(function (link) { return link.rel === "next"; })[0];
-        if (next && pages < maxPages) return page(next.href);
+        if (next && pages < maxPages) return page(ownOrigin(next.href));
         pruneMarkers(st, seen);
         return null;
       });
