@@ -18,6 +18,7 @@ from geoservice.halls import routes as halls
 from geoservice.query import downloads, facilities, h3, meta, nearest, ogc, tiles
 from geoservice.settings import Settings
 from geoservice.toilets import ratings, sensors, staff
+from web import downloads as web_downloads
 from web import pages, staff_page
 from web import routes as web_routes
 
@@ -112,7 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     app.include_router(downloads.router)
     app.include_router(halls.router)
-    for page in (pages, staff_page, web_routes):
+    for page in (pages, staff_page, web_routes, web_downloads):
         app.include_router(page.router)
     # sensors never read back what they post: their writes skip the read-your-writes marker
     app.add_middleware(ReadRouting, exempt=("/api/v1/sensors/",))

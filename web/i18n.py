@@ -282,6 +282,32 @@ TEXT: dict[str, dict[str, dict[str, str]]] = {
             "well_stocked": "Well stocked", "accessible_ok": "Accessible",
         },
     },
+    # the open-data page (GET /downloads, web/downloads.py)
+    "downloads": {
+        "zh-Hans": {
+            "title": "开放数据下载", "intro": "各图层设施数据，可自由下载、再利用（请注明来源）。",
+            "layer": "图层", "facilities": "设施数", "files": "文件", "last_update": "最近更新",
+            "licence": "许可协议", "never": "暂无数据", "bytes": "字节", "map": "返回地图",
+            "notes": "CSV 为带 BOM 的 UTF-8，可直接用 Excel 打开；以 = + - @ 开头的单元格前加了撇号（'）以防公式注入。坐标为 WGS 84 经纬度。",
+            "api": "程序接口：OGC API（/ogc）与矢量切片",
+        },
+        "zh-Hant": {
+            "title": "開放資料下載", "intro": "各圖層設施資料，可自由下載、再利用（請註明來源）。",
+            "layer": "圖層", "facilities": "設施數", "files": "檔案", "last_update": "最近更新",
+            "licence": "授權條款", "never": "暫無資料", "bytes": "位元組", "map": "返回地圖",
+            "notes": "CSV 為帶 BOM 的 UTF-8，可直接用 Excel 開啟；以 = + - @ 開頭的儲存格前加了撇號（'）以防公式注入。座標為 WGS 84 經緯度。",
+            "api": "程式介面：OGC API（/ogc）與向量圖磚",
+        },
+        "en": {
+            "title": "Open data downloads",
+            "intro": "Every layer's facilities, free to download and reuse (with attribution).",
+            "layer": "Layer", "facilities": "Facilities", "files": "Files",
+            "last_update": "Last update", "licence": "Licence", "never": "no data yet",
+            "bytes": "bytes", "map": "Back to the map",
+            "notes": "CSV is UTF-8 with a byte-order mark and opens directly in Excel; cells starting with = + - @ carry a leading apostrophe (') against formula injection. Coordinates are WGS 84 longitude/latitude.",
+            "api": "For software: OGC API (/ogc) and vector tiles",
+        },
+    },
 }  # fmt: skip
 
 PAGES = tuple(TEXT)

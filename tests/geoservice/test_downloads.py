@@ -20,6 +20,7 @@ from geoservice.db.connection import connect
 from geoservice.query.downloads import FORMATS, export_layer
 from ingest.csv_cells import protect, unprotect
 from ingest.pipeline import ingest_file
+from layers import LANGUAGES
 from tests.conftest import load_sample, settings_for
 
 LAYERS = ["school", "clinic", "eldercare", "service_hall", "toilet"]
@@ -204,3 +205,25 @@ def test_export_command(loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert bad.exit_code != 0 and ".csv" in bad.output
     zoo = runner.invoke(cli, ["export", "--layer", "zoo", "--out", str(tmp_path / "x.csv")])
     assert zoo.exit_code != 0 and "not a layer" in zoo.output
+
+
+def test_downloads_page_in_three_languages(loaded: str) -> None:
+    with TestClient(create_app(settings_for(loaded))) as client:
+        pages = {lang: client.get("/downloads", params={"lang": lang}) for lang in LANGUAGES}
+        for lang, page in pages.items():
+            assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+            html = page.text
+            assert f'lang="{lang}"' in html and "CC BY 4.0" in html
+            for layer in LAYERS:
+                assert f'data-layer="{layer}"' in html
+                for ext in ("csv", "geojson", "gpkg"):
+                    href = f'href="/downloads/{layer}.{ext}"'
+                    assert href in html
+                    # the size shown is the size served
+                    size = int(html.split(href)[1].split('data-bytes="')[1].split('"')[0])
+                    assert size == len(client.get(f"/downloads/{layer}.{ext}").content)
+        assert "开放数据下载" in pages["zh-Hans"].text
+        assert "開放資料下載" in pages["zh-Hant"].text
+        assert "Open data downloads" in pages["en"].text
+        assert "<time datetime=" in pages["en"].text
+        assert client.get("/downloads", params={"lang": "fr"}).status_code == 422
