@@ -95,14 +95,14 @@ def sync_h3(url: str) -> None:
 
 
 @contextmanager
-def serve(url: str, workers: int = 2) -> Iterator[str]:
-    """``servicemap serve --workers N`` over `url`; yields its base URL."""
+def serve(url: str, workers: int = 2, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``servicemap serve --workers N`` over `url` (plus `env`); yields its base URL."""
     port = free_port()
     process = subprocess.Popen(
         [str(ROOT / ".venv/bin/servicemap"), "serve", "--host", "127.0.0.1", "--port", str(port),
          "--workers", str(workers)],
         env={**os.environ, "DATABASE_URL": url, "SERVICEMAP_LOG_LEVEL": "warning",
-             "SERVICEMAP_DB_POOL_MIN": "16", "SERVICEMAP_DB_POOL_MAX": "16"},
+             "SERVICEMAP_DB_POOL_MIN": "16", "SERVICEMAP_DB_POOL_MAX": "16", **(env or {})},
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"

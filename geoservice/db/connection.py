@@ -80,8 +80,11 @@ def check_database(url: str) -> str:
                 f"{mask_url(url)} has no PostGIS: install it on the server "
                 "(Debian: apt-get install postgresql-15-postgis-3)"
             )
+        installed = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'postgis'")
         try:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+            # only when missing: a standby (read-only) already has it, and refuses any DDL
+            if installed.fetchone() is None:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
         except psycopg.Error as exc:
             raise DatabaseError(
                 f"cannot enable PostGIS in {mask_url(url)}: {exc}".strip()
