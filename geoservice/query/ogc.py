@@ -95,7 +95,11 @@ SELECT CASE WHEN EXISTS (SELECT 1 FROM h3_pending) THEN NULL
             ELSE (SELECT coalesce(sum(count), 0) FROM h3_counts
                   WHERE resolution = 0 AND layer = %(layer)s) END AS n
 """
-_BBOX = "AND f.geom && ST_MakeEnvelope(%(min_lon)s, %(min_lat)s, %(max_lon)s, %(max_lat)s, 4326)"
+#: intersects, not just && (which compares float4-rounded boxes: points up to ~1 m outside)
+_BBOX = (
+    "AND ST_Intersects(f.geom,"
+    " ST_MakeEnvelope(%(min_lon)s, %(min_lat)s, %(max_lon)s, %(max_lat)s, 4326))"
+)
 _NEAR_CENTRE = (
     "f.geom <-> ST_SetSRID(ST_MakePoint((%(min_lon)s + %(max_lon)s) / 2.0,"
     " (%(min_lat)s + %(max_lat)s) / 2.0), 4326), f.id"
@@ -130,8 +134,12 @@ def _link(href: str, rel: str, type_: str, title: str | None = None) -> dict[str
 def cached_json(request: Request, body: Any, *, max_age: int, media_type: str = JSON) -> Response:
     """JSON with an ETag of its content and Cache-Control; 304 when the client has it."""
     payload = json.dumps(body, ensure_ascii=False, sort_keys=True).encode()
-    etag = '"' + hashlib.sha256(payload).hexdigest()[:32] + '"'
+    # one ETag per representation: the media type is part of it when it is not plain JSON
+    tagged = payload if media_type == JSON else media_type.encode() + b"\n" + payload
+    etag = '"' + hashlib.sha256(tagged).hexdigest()[:32] + '"'
     headers = {"ETag": etag, "Cache-Control": f"public, max-age={max_age}"}
+    if media_type != JSON:
+        headers["Vary"] = "Accept"
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
     return Response(payload, media_type=media_type, headers=headers)
@@ -259,7 +267,11 @@ async def queryables(
     layer = _layer(collection_id)
     href = f"{_base(settings)}/collections/{layer.key}/queryables"
     body = cql2.queryables(layer).schema(href)
-    return cached_json(request, body, max_age=3600, media_type=SCHEMA_JSON)
+    # application/schema+json, or plain JSON for a client that accepts only that (GDAL ≤ 3.6
+    # refuses any other type here, and then filters everything itself)
+    accept = request.headers.get("accept", "")
+    plain = "application/json" in accept and SCHEMA_JSON not in accept
+    return cached_json(request, body, max_age=3600, media_type=JSON if plain else SCHEMA_JSON)
 
 
 def ogc_bbox(value: str | None) -> tuple[float, float, float, float] | None:

@@ -47,7 +47,7 @@ def _db_ids(url: str, layer: str, bbox: tuple[float, ...] | None = None) -> set[
     query = "SELECT id FROM facilities WHERE layer = %s AND status <> 'removed'"
     params: list[Any] = [layer]
     if bbox:
-        query += " AND geom && ST_MakeEnvelope(%s, %s, %s, %s, 4326)"
+        query += " AND ST_Intersects(geom, ST_MakeEnvelope(%s, %s, %s, %s, 4326))"
         params += list(bbox)
     with psycopg.connect(url) as conn:
         return {row[0] for row in conn.execute(query, params).fetchall()}
