@@ -179,6 +179,18 @@ def _derive(url: str, *, index_h3: bool, link: bool) -> None:
             f"links: +{sum(d.added for d in diffs)} ~{sum(d.updated for d in diffs)} "
             f"-{sum(d.removed for d in diffs)}"
         )
+    with connect(url) as conn:
+        analyze_loaded(conn)
+
+
+#: tables whose statistics a load changes (facilities; the H3 cells and counts derived from them)
+_ANALYZE = "ANALYZE facilities, facility_h3, h3_counts"
+
+
+def analyze_loaded(conn: psycopg.Connection[Any]) -> None:
+    """Fresh planner statistics after a load: plans made for the table before it (a wrong row
+    estimate, a sequential scan) would otherwise serve the first requests after a large load."""
+    conn.execute(_ANALYZE)
 
 
 def _index_h3(url: str) -> None:

@@ -164,6 +164,7 @@ def demo(
             step(conn, files.disclosures)
         write_halls(sample_dir)
         cli_halls.demo_halls(conn, sample_dir)
+        cli_ingest.analyze_loaded(conn)
     summary("sample district loaded", rows)
     if not no_serve:
         serve(host=host, port=port, workers=None)
