@@ -709,3 +709,205 @@ hall_evaluations = Table(
         postgresql_where=text("score <= 2 AND acknowledged_at IS NULL"),
     ),
 )
+
+# --- residents (issue 15) adds its tables below this line -------------------------------------
+# Password-less accounts (an e-mail address and what the resident chose), their subscriptions,
+# the events that triggers record where things happen (migration 0008: statement-level, with
+# transition tables) and each resident's feed, filled from the events by one set-based
+# INSERT … SELECT per batch (geoservice.residents.feed).
+
+RESIDENT_SUBSCRIPTION_KINDS = ("matter", "domain", "facility", "area")
+RESIDENT_EVENT_KINDS = (
+    "document_new", "document_changed", "document_linked", "facility_new", "facility_closed",
+    "facility_reopened", "facility_removed", "case",
+)  # fmt: skip
+
+residents = Table(
+    "residents",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("email", Text, nullable=False),
+    Column("lang", Text, nullable=False, server_default="zh-Hans"),
+    Column("consent_version", Text, nullable=False),
+    Column("consented_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("recommendations", Boolean, nullable=False, server_default=text("false")),
+    Column("mail_digest", Boolean, nullable=False, server_default=text("true")),
+    # the private Atom feed's URL key and the mails' unsubscribe key
+    Column("feed_key", Text, nullable=False),
+    Column("mail_key", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("email", name="residents_email_key"),
+    UniqueConstraint("feed_key", name="residents_feed_key_key"),
+    UniqueConstraint("mail_key", name="residents_mail_key_key"),
+    CheckConstraint("lang IN ('zh-Hans', 'zh-Hant', 'en')", name="residents_lang_check"),
+    Index("residents_last_seen_idx", "last_seen_at"),
+)
+
+# one-time sign-in codes, also for addresses without an account (no enumeration); hashed
+resident_codes = Table(
+    "resident_codes",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("email", Text, nullable=False),
+    Column("code_hash", Text, nullable=False),
+    # salted hash of the requesting network (/24, /48), for the per-network limit
+    Column("network", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("tries", SmallInteger, nullable=False, server_default="0"),
+    Column("used_at", DateTime(timezone=True)),
+    Index("resident_codes_email_idx", "email", "created_at"),
+    Index("resident_codes_network_idx", "network", "created_at"),
+)
+
+resident_sessions = Table(
+    "resident_sessions",
+    metadata,
+    Column("token_hash", Text, primary_key=True),
+    Column(
+        "resident_id",
+        BigInteger,
+        ForeignKey("residents.id", ondelete="CASCADE", name="resident_sessions_resident_id_fkey"),
+        nullable=False,
+    ),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_used_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("resident_sessions_resident_idx", "resident_id"),
+)
+
+# `target`: the matter id, domain key or facility id; for an area "layer@lat,lon+radius"
+resident_subscriptions = Table(
+    "resident_subscriptions",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column(
+        "resident_id",
+        BigInteger,
+        ForeignKey(
+            "residents.id", ondelete="CASCADE", name="resident_subscriptions_resident_id_fkey"
+        ),
+        nullable=False,
+    ),
+    Column("kind", Text, nullable=False),
+    Column("target", Text, nullable=False),
+    Column("label", Text, nullable=False),
+    Column("layer", Text),
+    Column("radius_m", Float),
+    Column("geom", Geometry("POINT", srid=4326, spatial_index=False)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("resident_id", "kind", "target", name="resident_subscriptions_key"),
+    CheckConstraint(
+        "kind IN ('matter', 'domain', 'facility', 'area')",
+        name="resident_subscriptions_kind_check",
+    ),
+    CheckConstraint(
+        "(kind = 'area') = (geom IS NOT NULL AND radius_m > 0 AND layer IS NOT NULL)",
+        name="resident_subscriptions_area_check",
+    ),
+    Index("resident_subscriptions_target_idx", "kind", "target", "resident_id"),
+    Index(
+        "resident_subscriptions_geog_idx",
+        text("(geom::geography)"),
+        postgresql_using="gist",
+    ),
+)
+
+resident_events = Table(
+    "resident_events",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("kind", Text, nullable=False),
+    Column("document_id", Text),
+    # set for 'document_linked' (the matter the document was filed under) and cases
+    Column("matter_id", Text),
+    Column("facility_id", Text),
+    Column("case_id", BigInteger),
+    Column("layer", Text),
+    Column("geom", Geometry("POINT", srid=4326, spatial_index=False)),
+    Column("title", Text, nullable=False),
+    Column("detail", Text),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("fanned_out_at", DateTime(timezone=True)),
+    CheckConstraint(
+        "kind IN ('document_new', 'document_changed', 'document_linked', 'facility_new',"
+        " 'facility_closed', 'facility_reopened', 'facility_removed', 'case')",
+        name="resident_events_kind_check",
+    ),
+    Index("resident_events_pending_idx", "id", postgresql_where=text("fanned_out_at IS NULL")),
+    Index("resident_events_facility_idx", "facility_id", "id"),
+)
+
+resident_feed = Table(
+    "resident_feed",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column(
+        "resident_id",
+        BigInteger,
+        ForeignKey("residents.id", ondelete="CASCADE", name="resident_feed_resident_id_fkey"),
+        nullable=False,
+    ),
+    Column("event_id", BigInteger, nullable=False),
+    # the subscription that brought the item (NULL: the resident's own case)
+    Column("subscription_id", BigInteger),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("mailed_at", DateTime(timezone=True)),
+    Index("resident_feed_resident_idx", "resident_id", "id"),
+    Index("resident_feed_unmailed_idx", "resident_id", postgresql_where=text("mailed_at IS NULL")),
+)
+
+# pages a resident looked at, kept only while they have recommendations turned on
+resident_views = Table(
+    "resident_views",
+    metadata,
+    Column(
+        "resident_id",
+        BigInteger,
+        ForeignKey("residents.id", ondelete="CASCADE", name="resident_views_resident_id_fkey"),
+        primary_key=True,
+    ),
+    Column("kind", Text, primary_key=True),
+    Column("target", Text, primary_key=True),
+    Column("viewed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+resident_cases = Table(
+    "resident_cases",
+    metadata,
+    Column(
+        "resident_id",
+        BigInteger,
+        ForeignKey("residents.id", ondelete="CASCADE", name="resident_cases_resident_id_fkey"),
+        primary_key=True,
+    ),
+    Column(
+        "case_id",
+        BigInteger,
+        ForeignKey("hall_cases.id", ondelete="CASCADE", name="resident_cases_case_id_fkey"),
+        primary_key=True,
+    ),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("resident_cases_case_idx", "case_id"),
+)
+
+# ratings a resident gave (the link goes on erasure; the rating stays, anonymous)
+resident_ratings = Table(
+    "resident_ratings",
+    metadata,
+    Column(
+        "resident_id",
+        BigInteger,
+        ForeignKey("residents.id", ondelete="CASCADE", name="resident_ratings_resident_id_fkey"),
+        primary_key=True,
+    ),
+    Column(
+        "rating_id",
+        BigInteger,
+        ForeignKey(
+            "facility_ratings.id", ondelete="CASCADE", name="resident_ratings_rating_id_fkey"
+        ),
+        primary_key=True,
+    ),
+    Index("resident_ratings_rating_idx", "rating_id"),
+)
