@@ -110,8 +110,8 @@ tile AS (
     WHERE {facility.live("f")} AND f.layer = %(layer)s AND f.geom && {_FILTER_BOX}
 )
 SELECT ({{features}}) AS mvt,
-       (SELECT array_agg(DISTINCT opening_hours) FROM tile
-        WHERE geom IS NOT NULL AND opening_hours IS NOT NULL) AS hours
+       (SELECT array_agg(opening_hours) FROM (SELECT DISTINCT opening_hours FROM tile
+        WHERE geom IS NOT NULL AND opening_hours IS NOT NULL) d) AS hours
 """
 _DETAIL = f"""
 SELECT ST_AsMVT(t, %(layer)s, {EXTENT}, 'geom')
