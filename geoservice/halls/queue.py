@@ -244,7 +244,7 @@ async def take_ticket(
             if hall.status != "active" or open_now(hall.hours, settings.district.timezone) is False:
                 raise Conflict(f"hall {hall.id!r} is closed now (hours: {hall.hours})")
             client = client_hash(request, settings)
-            await check_address_bound(conn, client, settings)
+            check_address_bound(request, client, settings)
             async with conn.transaction():
                 case = await (
                     await conn.execute(
