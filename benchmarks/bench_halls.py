@@ -170,7 +170,11 @@ def serve(url: str) -> tuple[subprocess.Popen[bytes], str]:
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    wait_ready(base, process)
+    try:
+        wait_ready(base, process, timeout_s=180)  # the machine may be busy
+    except BaseException:
+        stop(process)  # never left serving a database that is about to be dropped
+        raise
     return process, base
 
 

@@ -19,6 +19,7 @@ from geoservice.query import downloads, facilities, h3, meta, nearest, ogc, tile
 from geoservice.settings import Settings
 from geoservice.toilets import ratings, sensors, staff
 from web import downloads as web_downloads
+from web import halls as web_halls
 from web import pages, staff_page
 from web import routes as web_routes
 
@@ -115,6 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(halls.router)
     for page in (pages, staff_page, web_routes, web_downloads):
         app.include_router(page.router)
+    app.include_router(web_halls.router)
     # sensors never read back what they post: their writes skip the read-your-writes marker
     app.add_middleware(ReadRouting, exempt=("/api/v1/sensors/",))
     app.add_middleware(BodyLimit, max_bytes=settings.service.max_body_bytes)
