@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from geoservice.app import create_app
 from geoservice.cli.main import app as cli
 from geoservice.db.connection import connect
+from geoservice.query import downloads
 from geoservice.query.downloads import FORMATS, export_layer
 from ingest.csv_cells import protect, unprotect
 from ingest.pipeline import ingest_file
@@ -45,6 +46,14 @@ def stored(url: str, layer: str, source: str | None = None) -> dict[str, dict[st
         for key in ("geom", "footprint", "created_at", "updated_at"):
             row.pop(key)
     return {row["id"]: row for row in rows}
+
+
+@pytest.fixture(autouse=True)
+def download_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Downloads built in the test's own folder, not the project's .data/downloads."""
+    folder = tmp_path / "downloads"
+    monkeypatch.setattr(downloads, "CACHE_DIR", folder)
+    return folder
 
 
 @pytest.fixture(scope="module")
