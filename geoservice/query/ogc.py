@@ -58,7 +58,7 @@ DEFAULT_LIMIT = 10
 MAX_LIMIT = 1000
 MAX_OFFSET = 10_000_000
 #: beyond this many matches (with a bbox or a filter) numberMatched is left out
-MATCH_CAP = 10_000
+MATCH_CAP = 3_000
 #: how long a computed collection extent is reused (seconds)
 EXTENT_TTL_S = 60.0
 #: the page size bounds every items response, so a bbox may cover the whole globe
@@ -70,15 +70,35 @@ _LIVE = facility.live("f")
 
 # (f-strings: {_LIVE} is filled in now, the doubled braces by sql.SQL.format per request)
 #: the page and its count in one statement: one snapshot, one round trip
-_ITEMS = f"""
-WITH matched AS ({{count}})
+_ITEMS = """
+WITH matched AS ({count})
 SELECT matched.n AS matched, page.*
-FROM matched LEFT JOIN LATERAL (
-    SELECT {{columns}} FROM facilities f
+FROM matched LEFT JOIN LATERAL ({page}) page ON true
+"""
+#: a page in id order (the primary key's)
+_PAGE_BY_ID = f"""
+SELECT {{columns}} FROM facilities f
+WHERE {_LIVE} AND f.layer = %(layer)s {{filter}}
+ORDER BY f.id
+LIMIT %(limit)s OFFSET %(offset)s
+"""
+_CENTRE = (
+    "ST_SetSRID(ST_MakePoint((%(min_lon)s + %(max_lon)s) / 2.0,"
+    " (%(min_lat)s + %(max_lat)s) / 2.0), 4326)"
+)
+#: a page in order of distance from the bbox's centre, then id. The spatial index delivers
+#: the distance order alone (a second sort key makes the planner sort every match instead),
+#: so the inner query takes the first offset + limit by distance WITH TIES — every facility
+#: as near as the last one too — and only those are sorted by (distance, id).
+_PAGE_NEAR_CENTRE = f"""
+SELECT * FROM (
+    SELECT {{columns}}, f.geom <-> {_CENTRE} AS centre_distance FROM facilities f
     WHERE {_LIVE} AND f.layer = %(layer)s {{bbox}} {{filter}}
-    ORDER BY {{order}}
-    LIMIT %(limit)s OFFSET %(offset)s
-) page ON true
+    ORDER BY f.geom <-> {_CENTRE}
+    FETCH FIRST %(reach)s ROWS WITH TIES
+) near
+ORDER BY near.centre_distance, near.id
+LIMIT %(limit)s OFFSET %(offset)s
 """
 #: exact, capped: MATCH_CAP + 1 rows at most, so "more than the cap" is told from "the cap"
 _COUNT_CAPPED = f"""
@@ -99,10 +119,6 @@ SELECT CASE WHEN EXISTS (SELECT 1 FROM h3_pending) THEN NULL
 _BBOX = (
     "AND ST_Intersects(f.geom,"
     " ST_MakeEnvelope(%(min_lon)s, %(min_lat)s, %(max_lon)s, %(max_lat)s, 4326))"
-)
-_NEAR_CENTRE = (
-    "f.geom <-> ST_SetSRID(ST_MakePoint((%(min_lon)s + %(max_lon)s) / 2.0,"
-    " (%(min_lat)s + %(max_lat)s) / 2.0), 4326), f.id"
 )
 _ITEM = sql.SQL("SELECT {columns} FROM facilities f WHERE f.id = %s AND f.layer = %s").format(
     columns=sql.SQL(FEATURE_COLUMNS)
@@ -342,21 +358,21 @@ async def items(
         "cap": MATCH_CAP,
         "limit": limit,
         "offset": offset,
+        "reach": offset + limit,
     }
     where: dict[str, sql.Composable] = {"bbox": sql.SQL(""), "filter": sql.SQL("")}
-    order = sql.SQL("f.id")
+    page_sql = _PAGE_BY_ID
     if box is not None:
         where["bbox"] = sql.SQL(_BBOX)
-        order = sql.SQL(_NEAR_CENTRE)
+        page_sql = _PAGE_NEAR_CENTRE
         params.update(zip(("min_lon", "min_lat", "max_lon", "max_lat"), box, strict=True))
     if compiled is not None:
         where["filter"] = sql.SQL("AND {}").format(compiled.condition)
         params.update(compiled.params)
     whole_layer = box is None and compiled is None
     count = sql.SQL(_COUNT_LAYER if whole_layer else _COUNT_CAPPED).format(**where)
-    query = sql.SQL(_ITEMS).format(
-        count=count, columns=sql.SQL(FEATURE_COLUMNS), order=order, **where
-    )
+    page = sql.SQL(page_sql).format(columns=sql.SQL(FEATURE_COLUMNS), **where)
+    query = sql.SQL(_ITEMS).format(count=count, page=page)
     async with pool.connection() as conn:
         # a filter is a new statement each time: only the fixed shapes are worth preparing
         cursor = await conn.execute(query, params, prepare=compiled is None)
@@ -367,10 +383,10 @@ async def items(
             matched = await _count_capped(conn, where, params)
         elif not whole_layer and matched is not None and matched > MATCH_CAP:
             matched = None
-        page = [r for r in rows if r["id"] is not None]
-        await live.attach(conn, page, settings)
+        found = [r for r in rows if r["id"] is not None]
+        await live.attach(conn, found, settings)
     timezone = settings.district.timezone
-    features = [to_feature(r, timezone=timezone) for r in page]
+    features = [to_feature(r, timezone=timezone) for r in found]
     base = f"{_base(settings)}/collections/{layer.key}/items"
 
     def href(at: int) -> str:
