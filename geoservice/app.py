@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,10 +17,13 @@ from geoservice.db.replicas import ReadRouter
 from geoservice.disclosures import routes as disclosures
 from geoservice.halls import routes as halls
 from geoservice.query import downloads, facilities, h3, meta, nearest, ogc, tiles
+from geoservice.residents import notify as residents_notify
+from geoservice.residents import routes as residents
 from geoservice.settings import Settings
 from geoservice.toilets import ratings, sensors, staff
 from web import downloads as web_downloads
 from web import halls as web_halls
+from web import me as web_me
 from web import pages, staff_page
 from web import routes as web_routes
 
@@ -93,9 +97,16 @@ def create_app(settings: Settings) -> FastAPI:
             replicas = ReadRouter(pool, url, list(settings.db.read_urls), settings.db)
             await replicas.open()
         app.state.replicas = replicas
+        # serve's periodic mode of `servicemap notify` (residents' digests), when configured
+        every = settings.residents.notify_every_s
+        notifier = (
+            asyncio.create_task(residents_notify.periodic(url, settings, every)) if every else None
+        )
         try:
             yield
         finally:
+            if notifier is not None:
+                notifier.cancel()
             if replicas is not None:
                 await replicas.close()
             await pool.close()
@@ -114,7 +125,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     app.include_router(downloads.router)
     app.include_router(halls.router)
-    for page in (pages, staff_page, web_routes, web_downloads):
+    app.include_router(residents.router)
+    for page in (pages, staff_page, web_routes, web_downloads, web_me):
         app.include_router(page.router)
     app.include_router(web_halls.router)
     # sensors never read back what they post: their writes skip the read-your-writes marker

@@ -154,6 +154,32 @@ class HallSettings(BaseSettings):
     max_per_address_per_hour: int = Field(20, ge=1, le=1_000_000)
 
 
+class ResidentSettings(BaseSettings):
+    """Residents' own pages: sign-in codes, mail, rate limits, retention."""
+
+    model_config = _config("SERVICEMAP_RESIDENTS_")
+
+    #: where codes and digests are mailed (smtp://[user:password@]host:port, smtps:// for TLS);
+    #: unset: codes are written to the server log and digests are not sent (development)
+    smtp_url: str | None = Field(None, validation_alias="SERVICEMAP_SMTP_URL")
+    mail_from: str = "servicemap@localhost"
+    #: a sign-in code is good for this many seconds and this many tries
+    code_ttl_s: int = Field(600, ge=60, le=3600)
+    code_tries: int = Field(5, ge=1, le=20)
+    #: codes sent per address and per network (/24 or /48) per hour
+    codes_per_address_per_hour: int = Field(5, ge=1, le=1000)
+    codes_per_network_per_hour: int = Field(30, ge=1, le=1_000_000)
+    #: a session unused this many days ends
+    session_days: int = Field(90, ge=1, le=3650)
+    #: an account unused this many days is erased (0: never)
+    retention_days: int = Field(730, ge=0, le=36500)
+    #: largest radius of an area subscription (metres), and subscriptions per resident
+    max_radius_m: float = Field(5000.0, gt=0, le=50000)
+    max_subscriptions: int = Field(200, ge=1, le=10000)
+    #: `servicemap serve` fans out and mails every this many seconds (0: only `servicemap notify`)
+    notify_every_s: int = Field(0, ge=0, le=86400)
+
+
 class Settings(BaseModel):
     """All settings, grouped by concern."""
 
@@ -162,6 +188,7 @@ class Settings(BaseModel):
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     toilets: ToiletSettings = Field(default_factory=ToiletSettings)
     halls: HallSettings = Field(default_factory=HallSettings)
+    residents: ResidentSettings = Field(default_factory=ResidentSettings)
 
 
 def load_settings() -> Settings:

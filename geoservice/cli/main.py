@@ -14,6 +14,7 @@ from geoservice.cli import export as cli_export
 from geoservice.cli import halls as cli_halls
 from geoservice.cli import ingest as cli_ingest
 from geoservice.cli import replicas as cli_replicas
+from geoservice.cli import residents as cli_residents
 from geoservice.cli import toilets as cli_toilets
 from geoservice.cli import web as cli_web
 from geoservice.cli.common import database, migrated_database, settings
@@ -170,7 +171,9 @@ def demo(
         serve(host=host, port=port, workers=None)
 
 
-for module in (cli_ingest, cli_disclosures, cli_toilets, cli_web, cli_halls, cli_export):
+for module in (
+    cli_ingest, cli_disclosures, cli_toilets, cli_web, cli_halls, cli_export, cli_residents
+):  # fmt: skip
     module.register(app)
 
 
