@@ -154,8 +154,6 @@ def cached_json(request: Request, body: Any, *, max_age: int, media_type: str = 
     tagged = payload if media_type == JSON else media_type.encode() + b"\n" + payload
     etag = '"' + hashlib.sha256(tagged).hexdigest()[:32] + '"'
     headers = {"ETag": etag, "Cache-Control": f"public, max-age={max_age}"}
-    if media_type != JSON:
-        headers["Vary"] = "Accept"
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
     return Response(payload, media_type=media_type, headers=headers)
@@ -287,7 +285,9 @@ async def queryables(
     # refuses any other type here, and then filters everything itself)
     accept = request.headers.get("accept", "")
     plain = "application/json" in accept and SCHEMA_JSON not in accept
-    return cached_json(request, body, max_age=3600, media_type=JSON if plain else SCHEMA_JSON)
+    response = cached_json(request, body, max_age=3600, media_type=JSON if plain else SCHEMA_JSON)
+    response.headers["Vary"] = "Accept"
+    return response
 
 
 def ogc_bbox(value: str | None) -> tuple[float, float, float, float] | None:

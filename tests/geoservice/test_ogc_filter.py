@@ -57,6 +57,11 @@ def test_queryables_are_a_json_schema(client: TestClient) -> None:
     assert properties["stalls_female"]["type"] == "integer"  # a toilet attribute
     assert properties["baby_change"]["type"] == "boolean"
     assert "open_now" not in properties and "live" not in properties  # not filterable in SQL
+    # a client that accepts only JSON (GDAL 3.6) gets the same document typed as JSON
+    plain = client.get("/ogc/collections/toilet/queryables", headers={"Accept": "application/json"})
+    assert plain.headers["content-type"].startswith("application/json")
+    assert plain.json() == schema and plain.headers["etag"] != response.headers["etag"]
+    assert response.headers["vary"] == plain.headers["vary"] == "Accept"
     school = client.get("/ogc/collections/school/queryables").json()["properties"]
     assert "level" in school and "stalls_female" not in school
     assert client.get("/ogc/collections/zoo/queryables").status_code == 404
