@@ -190,7 +190,7 @@ def test_hostile_texts_in_chromium(
         page.wait_for_selector("#map[data-ready='1']")
         assert page.locator("h1#name").inner_text() == HOSTILE_NAME
         assert page.title().startswith(HOSTILE_NAME)
-        link = page.locator("#service li a")
+        link = page.locator("#service li a[rel=noopener]")
         assert link.inner_text() == hostile_db["title"]
         assert link.get_attribute("href") == "https://example.org/a?b=1&c=<x>"
         assert page.locator("main img:not(.leaflet-tile)").count() == 1  # the QR code only

@@ -218,3 +218,11 @@ def test_hall_qr_sheet_has_a_code_per_matter(site: tuple[str, str]) -> None:
     hall = httpx.get(f"{base}/api/v1/halls/{DISTRICT_HALL}").json()
     assert sheet.status_code == 200
     assert sheet.text.count("<desc>") == len(hall["matters"])
+
+
+def test_facility_page_links_document_and_matter_pages(site: tuple[str, str]) -> None:
+    base, _ = site
+    page = httpx.get(f"{base}/facilities/{DISTRICT_HALL}", params={"lang": "en"})
+    assert page.status_code == 200
+    assert re.search(r'class="doc-page" href="/documents/D\d+\?lang=en"', page.text)
+    assert re.search(r'class="matter-page" href="/matters/M-[A-Z]+-\d+\?lang=en"', page.text)

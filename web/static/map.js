@@ -213,6 +213,11 @@
             "data-category": category
           }, doc.title);
           item.appendChild(link);
+          if (!cfg.data) {
+            // the document's own page (its matters, facilities, QR code) beside the original
+            item.appendChild(document.createTextNode(" "));
+            item.appendChild(el("a", { class: "sm-doc-page", href: "/documents/" + encodeURIComponent(doc.id) + "?lang=" + lang }, "›"));
+          }
           if (doc.published_at) item.appendChild(el("small", null, " " + String(doc.published_at).slice(0, 10)));
           list.appendChild(item);
         });
@@ -258,6 +263,16 @@
         box.appendChild(el("p", { class: "sm-muted" }, t("disclosures_unavailable")));
       }
     );
+  }
+
+  // a service hall's live queue and its page (booking, queue numbers), when it has a set-up
+  function hallLoad(root, dl, id) {
+    getJSON("/api/v1/halls/" + encodeURIComponent(id) + "/queue").then(function (q) {
+      var row = el("span", { class: "sm-hall-load" },
+        q.waiting + " · ~" + q.estimated_wait_min + " min");
+      addRow(dl, t("hall_queue"), row);
+      root.insertBefore(el("a", { class: "sm-hall-page", href: "/halls/" + encodeURIComponent(id) + "?lang=" + lang }, t("hall_page")), dl.nextSibling);
+    }).catch(function () {});
   }
 
   function buildPopup(feature) {
@@ -307,6 +322,7 @@
       addRow(dl, t("toilet_status"), live);
     }
     root.appendChild(dl);
+    if (props.layer === "service_hall" && !cfg.data) hallLoad(root, dl, String(feature.id));
     root.appendChild(navigationLinks(lat, lon, props.name));
     var section = el("section", { class: "sm-disclosures" });
     section.appendChild(el("h3", null, t("disclosures")));
