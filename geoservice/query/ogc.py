@@ -32,7 +32,7 @@ from psycopg import sql
 
 import layers
 from geoservice.api.deps import PoolDep, SettingsDep, parse_bbox, parse_layer
-from geoservice.api.errors import NotFound
+from geoservice.api.errors import NotFound, ServiceMapError
 from geoservice.api.features import FEATURE_COLUMNS, GeoJSONResponse, json_response, to_feature
 from geoservice.query import cql2, tiles
 from geoservice.settings import Settings
@@ -46,6 +46,8 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+    # Part 2 (CRS by reference), with CRS84 the one CRS offered
+    "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs",
     *cql2.CONFORMANCE,
     *tiles.CONFORMANCE,
 ]
@@ -129,6 +131,21 @@ SELECT layer, ST_XMin(e) AS min_lon, ST_YMin(e) AS min_lat, ST_XMax(e) AS max_lo
 FROM (SELECT layer, ST_Extent(geom) AS e FROM facilities WHERE {facility.live(None)}
       GROUP BY layer) x
 """
+
+
+class UnsupportedCrs(ServiceMapError):
+    """A crs or bbox-crs other than the one offered (OGC: 400)."""
+
+    status_code = 400
+
+
+def _check_crs(value: str | None, parameter: str) -> None:
+    if value not in (None, "", CRS84):
+        raise UnsupportedCrs(f"{parameter} {value!r} is not offered; the one CRS is {CRS84}")
+
+
+#: Part 2: the CRS of the coordinates in a response
+_CONTENT_CRS = {"Content-Crs": f"<{CRS84}>"}
 
 
 def _root(settings: Settings) -> str:
@@ -344,9 +361,15 @@ async def items(
     filter_crs: Annotated[
         str | None, Query(alias="filter-crs", description="CRS84 only", max_length=200)
     ] = None,
+    crs: Annotated[str | None, Query(description="CRS84 only", max_length=200)] = None,
+    bbox_crs: Annotated[
+        str | None, Query(alias="bbox-crs", description="CRS84 only", max_length=200)
+    ] = None,
 ) -> Response:
     """A GeoJSON FeatureCollection page with next/prev links and, when exact, numberMatched."""
     layer = _layer(collection_id)
+    _check_crs(crs, "crs")
+    _check_crs(bbox_crs, "bbox-crs")
     box = ogc_bbox(bbox)
     compiled = None
     if filter_ is not None:
@@ -415,7 +438,7 @@ async def items(
         body["numberMatched"] = matched
     body["numberReturned"] = len(features)
     body["links"] = links
-    return json_response(body, media_type=GEOJSON)
+    return json_response(body, media_type=GEOJSON, headers=_CONTENT_CRS)
 
 
 @router.get(
@@ -429,9 +452,11 @@ async def item(
     settings: SettingsDep,
     collection_id: Annotated[str, Path(alias="collectionId", max_length=100)],
     feature_id: Annotated[str, Path(alias="featureId", max_length=MAX_ID_LENGTH)],
+    crs: Annotated[str | None, Query(description="CRS84 only", max_length=200)] = None,
 ) -> Response:
     """A facility of this layer as a GeoJSON Feature."""
     layer = _layer(collection_id)
+    _check_crs(crs, "crs")
     async with pool.connection() as conn:
         row = None
         if "\x00" not in feature_id:  # PostgreSQL text cannot hold NUL: no such feature
@@ -446,7 +471,7 @@ async def item(
         _link(f"{href}/items/{feature_id}", "self", GEOJSON, "this feature"),
         _link(href, "collection", JSON, "the collection"),
     ]
-    return json_response(feature, media_type=GEOJSON)
+    return json_response(feature, media_type=GEOJSON, headers=_CONTENT_CRS)
 
 
 def openapi_document(root: str) -> dict[str, Any]:
@@ -460,6 +485,12 @@ def openapi_document(root: str) -> dict[str, Any]:
         "in": "path",
         "required": True,
         "schema": {"type": "string", "enum": list(layers.all_layers())},
+    }
+    crs = {
+        "name": "crs",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "enum": [CRS84], "default": CRS84},
     }
     errors = {
         "404": {"description": "not found"},
@@ -562,6 +593,8 @@ def openapi_document(root: str) -> dict[str, Any]:
                             "required": False,
                             "schema": {"type": "string", "enum": [CRS84]},
                         },
+                        crs,
+                        {**crs, "name": "bbox-crs"},
                     ],
                     "responses": {"200": response("features", GEOJSON), **errors},
                 }
@@ -584,6 +617,7 @@ def openapi_document(root: str) -> dict[str, Any]:
                             "required": True,
                             "schema": {"type": "string"},
                         },
+                        crs,
                     ],
                     "responses": {"200": response("feature", GEOJSON), **errors},
                 }

@@ -172,3 +172,19 @@ def test_caching_headers(client: TestClient) -> None:
     landing = client.get("/ogc").json()
     rels = {link["rel"] for link in landing["links"]}
     assert {"self", "service-desc", "conformance", "data"} <= rels
+
+
+def test_crs84_by_reference(client: TestClient) -> None:
+    crs84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+    declared = client.get("/ogc/conformance").json()["conformsTo"]
+    assert "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs" in declared
+    page = client.get("/ogc/collections/toilet/items", params={"crs": crs84, "limit": 1})
+    assert page.status_code == 200 and page.headers["content-crs"] == f"<{crs84}>"
+    one = client.get(f"/ogc/collections/toilet/items/{page.json()['features'][0]['id']}")
+    assert one.headers["content-crs"] == f"<{crs84}>"
+    for name in ("crs", "bbox-crs"):
+        refused = client.get(
+            "/ogc/collections/toilet/items",
+            params={name: "http://www.opengis.net/def/crs/EPSG/0/3857"},
+        )
+        assert refused.status_code == 400 and name in refused.json()["detail"]
