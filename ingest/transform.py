@@ -110,9 +110,11 @@ def issue(
 ) -> Issue:
     """An issue about row position `i` of a canonical frame."""
     row, fid = _where(frame, i)
-    return Issue(
-        row, fid, field, shown_value(value), reason, "warning" if severity == "warning" else "error"
-    )
+    shown = shown_value(value)
+    if shown is not None:
+        # the report is stored as text, which cannot hold NUL
+        shown = shown.replace("\x00", "\\x00")
+    return Issue(row, fid, field, shown, reason, "warning" if severity == "warning" else "error")
 
 
 def to_canonical(chunk: Chunk, resolved: Resolved, *, canonical_source: bool) -> Canonical:

