@@ -135,6 +135,9 @@ class ToiletSettings(BaseSettings):
     max_stalls_per_device: int = Field(64, ge=1, le=1000)
     #: one rating per client per facility per this many hours
     rating_interval_h: float = Field(12.0, ge=0)
+    #: at most this many ratings of one facility per network address per interval (headroom
+    #: for residents behind one carrier NAT; a client changing its user agent is one of them)
+    ratings_per_address: int = Field(4, ge=1)
 
 
 class HallSettings(BaseSettings):

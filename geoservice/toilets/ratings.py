@@ -3,7 +3,13 @@
 No accounts: a client is a salted hash of its IP address + user agent, and of an anonymous
 random cookie the service hands out. Either one having rated a facility in the last
 `rating_interval_h` hours is enough to refuse another rating there (429): changing the
-cookie or the network alone does not get round the limit.
+cookie or the network alone does not get round the limit. Changing the user agent (and
+dropping the cookie) does not either: one network address may rate a facility at most
+`ratings_per_address` times per interval, headroom for residents behind one carrier NAT.
+
+``client_hash`` is ``<address hash>:<address + agent hash>``, so the address is counted
+without storing it. Low-rating alerts count raters, not ratings: a rater is an address (for
+ratings stored before the address was kept, the whole client hash), its ratings averaged first.
 """
 
 from __future__ import annotations
@@ -111,10 +117,11 @@ class RatingOut(BaseModel):
 
 
 def client_hashes(request: Request, salt: str) -> tuple[str, str, str | None]:
-    """(hash of IP + user agent, hash of the cookie token, the new cookie token if none)."""
+    """(hash of IP, then of IP + user agent; hash of the cookie token; a new token if none)."""
     ip = request.client.host if request.client else "unknown"
     agent = request.headers.get("user-agent", "")[:512]
-    client = hashlib.sha256(f"{salt}\0ip\0{ip}\0{agent}".encode()).hexdigest()
+    address = hashlib.sha256(f"{salt}\0address\0{ip}".encode()).hexdigest()
+    client = f"{address}:" + hashlib.sha256(f"{salt}\0ip\0{ip}\0{agent}".encode()).hexdigest()
     token = request.cookies.get(COOKIE, "")
     new_token = None
     if not _COOKIE_VALUE.match(token):
@@ -123,17 +130,31 @@ def client_hashes(request: Request, salt: str) -> tuple[str, str, str | None]:
     return client, cookie, new_token
 
 
+#: a rating's rater: its address hash (the part before ':'; older rows: the whole hash)
+RATER = "split_part(client_hash, ':', 1)"
+#: per facility over 30 days: raters (n), the mean of each rater's mean score (average) and
+#: the first rating (first); "{where}" narrows the ratings
+RATER_STATS = f"""
+SELECT facility_id, count(*) AS n, avg(score) AS average, min(first) AS first
+  FROM (SELECT facility_id, {RATER} AS rater, avg(score) AS score, min(created_at) AS first
+          FROM facility_ratings
+         WHERE created_at > now() - interval '30 days' {{where}}
+         GROUP BY facility_id, rater) per_rater
+ GROUP BY facility_id
+"""
+
+
 async def refresh_low_rating(conn: Any, facility_id: str, settings: Settings) -> None:
     """Open (keeping its start) or close the facility's low-rating alert from its 30-day stats."""
     toilets = settings.toilets
+    stats = RATER_STATS.format(where="AND facility_id = %(f)s")
     await conn.execute(
-        "WITH s AS (SELECT count(*) AS n, avg(score) AS average FROM facility_ratings"
-        "           WHERE facility_id = %(f)s AND created_at > now() - interval '30 days'),"
+        f"WITH s AS ({stats}),"
         " closed AS (DELETE FROM facility_rating_alerts WHERE facility_id = %(f)s"
         "            AND NOT EXISTS (SELECT 1 FROM s WHERE n >= %(n)s AND average < %(below)s))"
         " INSERT INTO facility_rating_alerts (facility_id, low_since)"
         " SELECT %(f)s, now() FROM s WHERE n >= %(n)s AND average < %(below)s"
-        " ON CONFLICT (facility_id) DO NOTHING",
+        " ON CONFLICT (facility_id) DO NOTHING",  # noqa: S608 - constants only
         {"f": facility_id, "n": toilets.low_rating_min_count, "below": toilets.low_rating_below},
     )
 
@@ -208,6 +229,16 @@ SELECT max(created_at) AS at,
  WHERE facility_id = %(f)s AND created_at > now() - make_interval(secs => %(s)s)
    AND (client_hash = %(c)s OR cookie_hash = %(k)s)
 """
+#: the ratings of the facility from this address within the interval, newest first
+_ADDRESS_RATINGS = f"""
+SELECT created_at AS at,
+       extract(epoch FROM created_at + make_interval(secs => %(s)s) - now()) AS wait
+  FROM facility_ratings
+ WHERE facility_id = %(f)s AND created_at > now() - make_interval(secs => %(s)s)
+   AND {RATER} = %(a)s
+ ORDER BY created_at DESC
+ LIMIT %(n)s
+"""
 _INSERT_RATING = """
 INSERT INTO facility_ratings (facility_id, score, cleanliness, smell, supplies, tags, comment,
                               client_hash, cookie_hash)
@@ -258,6 +289,16 @@ async def _check_not_recent(
             f"this client rated facility {facility_id!r} at {iso(recent['at'])};"
             f" one rating per {settings.toilets.rating_interval_h:g} hours",
             retry_after=math.ceil(float(recent["wait"])),
+        )
+    # the address, whatever the user agent or cookie says
+    allowed = settings.toilets.ratings_per_address
+    params = {**params, "a": client.split(":", 1)[0], "n": allowed}
+    latest = await (await conn.execute(_ADDRESS_RATINGS, params)).fetchall()
+    if len(latest) >= allowed:
+        raise TooManyRequests(
+            f"facility {facility_id!r} was rated {allowed} times from this network address"
+            f" within {settings.toilets.rating_interval_h:g} hours; that is the most allowed",
+            retry_after=math.ceil(float(latest[-1]["wait"])),
         )
 
 

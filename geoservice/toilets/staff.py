@@ -1,8 +1,8 @@
 """Staff routes (staff token): ratings worst-first, open alerts, recording a cleaning.
 
 Alerts are derived from current state when asked for, each with the time it started:
-- ``low_rating``: 30-day average below the threshold with enough ratings (since: when the
-  average fell, kept by the rating route);
+- ``low_rating``: 30-day average below the threshold from enough distinct raters (network
+  addresses, each rater's ratings averaged first; since: when it fell, kept by the rating route);
 - ``sensor_offline``: no reading for longer than the silence threshold (since: last seen);
 - ``nh3_high``: ammonia above the threshold in the newest reading (since: that run's first);
 - ``busy``: people since the last clean above the threshold (since: when it crossed it).
@@ -22,6 +22,7 @@ from geoservice.api.auth import StaffDep
 from geoservice.api.deps import BBoxDep, LayersDep, PoolDep, SettingsDep
 from geoservice.api.errors import InvalidParameter, NotFound
 from geoservice.api.features import iso
+from geoservice.toilets.ratings import RATER_STATS
 from layers import LIVE_STATUS, has_capability
 from layers.facility import live
 
@@ -189,10 +190,9 @@ WITH live_devices AS (
     SELECT facility_id, min(created_at) AS registered
       FROM toilet_devices WHERE revoked_at IS NULL GROUP BY facility_id
 ), low AS (
-    SELECT facility_id, count(*) AS n, avg(score) AS average, min(created_at) AS first
-      FROM facility_ratings WHERE created_at > now() - interval '30 days'
-     GROUP BY facility_id
-    HAVING count(*) >= %(min_count)s AND avg(score) < %(below)s
+    -- raters, not ratings: one address posting many low scores is one voice
+    SELECT * FROM ({RATER_STATS.format(where="")}) stats
+     WHERE n >= %(min_count)s AND average < %(below)s
 ), alerts AS (
     SELECT 'low_rating' AS kind, low.facility_id, coalesce(a.low_since, low.first) AS since,
            jsonb_build_object('average_30d', round(low.average, 2), 'count_30d', low.n) AS detail

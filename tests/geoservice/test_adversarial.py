@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -158,3 +159,74 @@ def test_the_database_refusing_nul_is_recognised_client_and_server_side(fresh_db
             conn.execute("SELECT 1 / 0")
         assert not is_nul_error(other.value)
 
+
+@contextmanager
+def from_address(client: TestClient, ip: str) -> Iterator[TestClient]:
+    """Requests of `client` coming from network address `ip` (the ASGI scope's client)."""
+    transport: Any = client._transport  # noqa: SLF001 - TestClient has no per-request address
+    before = transport.client
+    transport.client = (ip, 50000)
+    try:
+        yield client
+    finally:
+        transport.client = before
+
+
+def rate(client: TestClient, facility: str, score: int, agent: str) -> int:
+    client.cookies.clear()
+    answer = client.post(
+        f"/api/v1/facilities/{facility}/ratings",
+        json={"score": score},
+        headers={"User-Agent": agent},
+    )
+    return answer.status_code
+
+
+def low_rating_alerts(env: Env) -> list[dict[str, Any]]:
+    answer = env.client.get("/api/v1/staff/alerts", params={"kind": "low_rating"}, headers=env.staff)
+    assert answer.status_code == 200, answer.text
+    alerts: list[dict[str, Any]] = answer.json()["alerts"]
+    return alerts
+
+
+def test_changing_the_user_agent_does_not_get_round_the_rating_limit(env: Env) -> None:
+    allowed = toilet_settings(env.url).toilets.ratings_per_address
+    with from_address(env.client, "203.0.113.7") as client:
+        codes = [rate(client, "toilet-a", 1, f"agent-{i}") for i in range(10)]
+        # another facility from the same address is fine
+        assert rate(client, "toilet-b", 3, "agent-0") == 201
+    assert codes == [201] * allowed + [429] * (10 - allowed)
+    # another address (another resident behind another NAT) is another rater
+    with from_address(env.client, "198.51.100.9") as client:
+        assert rate(client, "toilet-a", 4, "agent-0") == 201
+
+
+def test_the_address_limit_answers_with_retry_after(env: Env) -> None:
+    allowed = toilet_settings(env.url).toilets.ratings_per_address
+    with from_address(env.client, "203.0.113.8") as client:
+        for i in range(allowed):
+            assert rate(client, "toilet-c", 2, f"ua-{i}") == 201
+        client.cookies.clear()
+        answer = client.post(
+            "/api/v1/facilities/toilet-c/ratings", json={"score": 2}, headers={"User-Agent": "z"}
+        )
+    assert answer.status_code == 429
+    assert int(answer.headers["retry-after"]) > 11 * 3600
+    assert "network address" in answer.json()["detail"]
+
+
+def test_one_address_cannot_raise_a_low_rating_alert(env: Env) -> None:
+    # 11 score-1 ratings in a second from one address used to open an alert
+    with from_address(env.client, "203.0.113.9") as client:
+        for i in range(11):
+            rate(client, "toilet-d", 1, f"bot-{i}")
+    assert low_rating_alerts(env) == []
+    # five residents on five addresses do
+    minimum = toilet_settings(env.url).toilets.low_rating_min_count
+    for i in range(minimum):
+        with from_address(env.client, f"192.0.2.{i + 1}") as client:
+            assert rate(client, "toilet-d", 2, "phone") == 201
+    [alert] = low_rating_alerts(env)
+    assert alert["facility_id"] == "toilet-d"
+    # the bot's address is one rater among six, its ratings averaged first: (1 + 2 * 5) / 6
+    assert alert["detail"] == {"average_30d": round(11 / 6, 2), "count_30d": minimum + 1}

@@ -60,7 +60,9 @@ def test_toilet_rating_with_subscores_tags_and_comment(client: TestClient, ratin
         ).fetchone()
     assert row is not None and row["comment"] == body["comment"]
     # identities are salted hashes, never the address or the agent
-    assert len(row["client_hash"]) == 64 and "testclient" not in row["client_hash"]
+    # <hash of the address>:<hash of address + agent>, neither readable
+    assert [len(part) for part in row["client_hash"].split(":")] == [64, 64]
+    assert "testclient" not in row["client_hash"]
 
 
 def test_any_facility_can_be_rated_but_only_toilets_take_subscores(client: TestClient) -> None:

@@ -44,12 +44,18 @@ def env(fresh_db: str) -> Iterator[Env]:
 
 
 def rate(env: Env, facility: str, score: int, agent: str, **extra: Any) -> None:
+    """A rating by another resident per agent: alerts count raters by network address."""
     env.client.cookies.clear()
-    answer = env.client.post(
-        f"/api/v1/facilities/{facility}/ratings",
-        json={"score": score, **extra},
-        headers={"User-Agent": agent},
-    )
+    transport: Any = env.client._transport  # noqa: SLF001 - the ASGI scope's client address
+    address, transport.client = transport.client, (f"agent-{agent}", 50000)
+    try:
+        answer = env.client.post(
+            f"/api/v1/facilities/{facility}/ratings",
+            json={"score": score, **extra},
+            headers={"User-Agent": agent},
+        )
+    finally:
+        transport.client = address
     assert answer.status_code == 201, answer.text
 
 
