@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query
+import orjson
+from fastapi import APIRouter, Query, Response
 
 from geoservice.api.deps import PoolDep, PrimaryPoolDep, SettingsDep
 from geoservice.residents.signin import ResidentDep
@@ -122,7 +123,7 @@ async def fan_out_async(pool: Any, max_radius_m: float, batch: int = FANOUT_BATC
     """Fan pending events out on the async pool (when any are pending): feed items written."""
     items = 0
     async with pool.connection() as conn:
-        pending = await (await conn.execute(PENDING)).fetchone()
+        pending = await (await conn.execute(PENDING, prepare=True)).fetchone()
         while pending is not None and pending["pending"]:
             async with conn.transaction():
                 params = {"batch": batch, "max_radius": max_radius_m}
@@ -167,7 +168,7 @@ async def feed_page(
     return [item_json(r, lang, public_url) for r in rows]
 
 
-@router.get("/feed")
+@router.get("/feed", response_class=Response)
 async def my_feed(
     resident: ResidentDep,
     pool: PoolDep,
@@ -175,7 +176,7 @@ async def my_feed(
     settings: SettingsDep,
     limit: int = Query(50, ge=1, le=200),
     before: int | None = Query(None, ge=1, description="items older than this feed id"),
-) -> dict[str, Any]:
+) -> Response:
     """The resident's feed, newest first: ``{"items": [...]}``, each with its reason."""
     # what happened since the last fan-out reaches the feed before it is read
     await fan_out_async(primary, settings.residents.max_radius_m)
@@ -185,4 +186,5 @@ async def my_feed(
     out: dict[str, Any] = {"items": items}
     if len(items) == limit:
         out["next"] = f"/api/v1/me/feed?limit={limit}&before={items[-1]['id']}"
-    return out
+    # the hot read path: orjson straight to bytes (datetimes as RFC 3339)
+    return Response(orjson.dumps(out), media_type="application/json")

@@ -267,7 +267,7 @@ async def resident_for_token(pool: Any, token: str, settings: Settings) -> Resid
     digest = token_hash(token)
     async with pool.connection() as conn:
         params = {"hash": digest, "days": settings.residents.session_days}
-        row = await (await conn.execute(_SESSION, params)).fetchone()
+        row = await (await conn.execute(_SESSION, params, prepare=True)).fetchone()
         if row is None:
             return None
         if row["stale"]:
