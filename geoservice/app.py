@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,52 +31,92 @@ from web import routes as web_routes
 logger = logging.getLogger("servicemap")
 
 
+#: the most bytes of request headers (names + values) a request may carry; browsers send a
+#: few kB, and uvicorn's h11 parser draws its own line at 16 kB
+MAX_HEADER_BYTES = 16_384
+#: the most header fields a request may carry
+MAX_HEADER_FIELDS = 100
+
+
 class BodyLimit:
-    """Refuse request bodies larger than the limit with 413, before anything reads them."""
+    """Refuse request bodies larger than the limit with 413, before anything reads them,
+    and requests with more header bytes or fields than MAX_HEADER_BYTES/FIELDS with 431.
+
+    A declared Content-Length is checked at once. A body of unknown length (chunked) is read
+    here first, up to the limit, and handed on whole: every route answers 413, also one that
+    reads its body through a parser that would turn a failed read into a 400.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass the request on, counting its body bytes."""
+        """Pass the request on once its body is known to be within the limit."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+        raw_headers = scope.get("headers", [])
+        size = sum(len(name) + len(value) for name, value in raw_headers)
+        if size > MAX_HEADER_BYTES or len(raw_headers) > MAX_HEADER_FIELDS:
+            await _answer(
+                send,
+                431,
+                f"request headers larger than {MAX_HEADER_BYTES} bytes"
+                f" or more than {MAX_HEADER_FIELDS} fields",
+            )
             return
+        headers = dict(raw_headers)
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            # the server holds the client to the length it declared
+            if declared.isdigit() and int(declared) > self.max_bytes:
+                await self._refuse(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        if b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)
+            return
+        messages: list[Message] = []
         seen = 0
-
-        async def bounded_receive() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return message
+            messages.append(message)
+            if message["type"] != "http.request":
+                break  # the client went away: the app sees it too
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                await self._refuse(send)
+                return
+            if not message.get("more_body", False):
+                break
 
-        try:
-            await self.app(scope, bounded_receive, send)
-        except _TooLarge:
-            await self._refuse(send)
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        body = f'{{"detail":"request body larger than {self.max_bytes} bytes"}}'.encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _answer(send, 413, f"request body larger than {self.max_bytes} bytes")
 
 
-class _TooLarge(Exception):
-    pass
+async def _answer(send: Send, status: int, detail: str) -> None:
+    """A JSON error sent straight from the middleware; the connection is closed after it."""
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                # the rest of the request is not read: the connection cannot be reused
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(settings: Settings) -> FastAPI:

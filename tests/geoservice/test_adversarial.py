@@ -230,3 +230,55 @@ def test_one_address_cannot_raise_a_low_rating_alert(env: Env) -> None:
     assert alert["facility_id"] == "toilet-d"
     # the bot's address is one rater among six, its ratings averaged first: (1 + 2 * 5) / 6
     assert alert["detail"] == {"average_30d": round(11 / 6, 2), "count_30d": minimum + 1}
+
+
+def _chunks(total: int, size: int = 65_536) -> Iterator[bytes]:
+    sent = 0
+    while sent < total:
+        piece = b" " * min(size, total - sent)
+        sent += len(piece)
+        yield piece
+
+
+def test_a_chunked_body_over_the_limit_is_a_413_on_every_route(env: Env) -> None:
+    app = env.client.app
+    assert isinstance(app, FastAPI)
+    limit = toilet_settings(env.url).service.max_body_bytes
+    failures = []
+    for route in api_routes(app):
+        values = {p.alias: PATH_VALUES.get(p.alias, "x") for p in route.dependant.path_params}
+        url = route.path.replace(":path}", "}").format(**values)
+        for method in sorted(route.methods or ()):
+            if method == "HEAD":
+                continue
+            # no Content-Length: httpx sends a generator as Transfer-Encoding: chunked
+            answer = env.client.request(
+                method,
+                url,
+                content=_chunks(limit + 1),
+                headers={**env.staff, "Content-Type": "application/json"},
+            )
+            if answer.status_code != 413 or "larger than" not in answer.json()["detail"]:
+                failures.append(f"{method} {url}: {answer.status_code} {answer.text[:80]}")
+    assert not failures, "\n".join(failures)
+
+
+def test_a_chunked_body_within_the_limit_still_arrives(env: Env) -> None:
+    body = b'{"score": 4, "comment": "' + b"x" * 400 + b'"}'
+    answer = env.client.post(
+        "/api/v1/facilities/toilet-a/ratings",
+        content=iter([body[:100], body[100:]]),
+        headers={"Content-Type": "application/json"},
+    )
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["comment"] == "x" * 400
+
+
+def test_request_headers_are_bounded(env: Env) -> None:
+    assert env.client.get("/healthz", headers={"X-Pad": "x" * 8_000}).status_code == 200
+    big = env.client.get("/healthz", headers={"X-Pad": "x" * 20_000})
+    assert big.status_code == 431 and "headers" in big.json()["detail"]
+    many = env.client.get("/healthz", headers={f"X-Pad-{i}": "x" for i in range(150)})
+    assert many.status_code == 431
+    cookie = env.client.get("/", headers={"Cookie": "a=" + "x" * 40_000})
+    assert cookie.status_code == 431
