@@ -178,11 +178,13 @@ async def my_feed(
     before: int | None = Query(None, ge=1, description="items older than this feed id"),
 ) -> Response:
     """The resident's feed, newest first: ``{"items": [...]}``, each with its reason."""
-    # what happened since the last fan-out reaches the feed before it is read
-    await fan_out_async(primary, settings.residents.max_radius_m)
+    # what happened since the last fan-out reaches the feed before it is read; rows it just
+    # wrote are read back from the primary (a standby may not have them yet)
+    written = await fan_out_async(primary, settings.residents.max_radius_m)
     items = await feed_page(
-        pool, resident.id, resident.lang, settings.service.public_url, limit, before
-    )
+        primary if written else pool,
+        resident.id, resident.lang, settings.service.public_url, limit, before,
+    )  # fmt: skip
     out: dict[str, Any] = {"items": items}
     if len(items) == limit:
         out["next"] = f"/api/v1/me/feed?limit={limit}&before={items[-1]['id']}"

@@ -451,3 +451,33 @@ def test_case_progress_reaches_the_residents_feed(
         items = client.get("/api/v1/me/feed", headers=bearer(token)).json()["items"]
         assert items and items[0]["kind"] == "case" and "cancelled" in items[0]["title"]
         assert items[0]["url"].endswith(f"/appointments/{code}")
+
+
+def test_unused_accounts_are_erased_after_the_retention_period(
+    api: TestClient, smtp: tuple[Mailbox, str], residents_db: str
+) -> None:
+    api_with(api, smtp[1])
+    token = sign_up(api, smtp[0], "dormant@example.org")
+    with connect(residents_db) as conn:
+        conn.execute("UPDATE residents SET last_seen_at = now() - interval '400 days'"
+                     " WHERE email = 'dormant@example.org'")  # fmt: skip
+    result = notify(residents_db, residents_settings(residents_db, smtp[1], retention_days=365))
+    assert result.erased_accounts >= 1
+    assert api.get("/api/v1/me", headers=bearer(token)).status_code == 401
+
+
+def test_serve_mails_digests_periodically_when_configured(
+    residents_db: str, sample_dir: Path, tmp_path: Path
+) -> None:
+    with smtp_server() as (mailbox, smtp_url):
+        settings = residents_settings(residents_db, smtp_url, notify_every_s=1)
+        with TestClient(create_app(settings)) as client:
+            token = sign_up(client, mailbox, "periodic@example.org")
+            client.post("/api/v1/me/subscriptions", headers=bearer(token),
+                        json={"kind": "matter", "id": MATTER})  # fmt: skip
+            _add_document(residents_db, sample_dir, tmp_path, "D-PERIODIC", "定时推送测试文件")
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and len(mailbox.to("periodic@example.org")) < 2:
+                time.sleep(0.2)
+        digests = mailbox.to("periodic@example.org")[1:]
+        assert digests and "定时推送测试文件" in digests[0].get_body(("plain",)).get_content()
