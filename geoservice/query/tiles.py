@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
@@ -140,6 +141,73 @@ def tile_query(live: bool, detailed: bool) -> sql.Composed:
     )
 
 
+#: What a tile shows depends on, read without building it: its facilities (how many, and a
+#: checksum of their ids, statuses and content hashes, which every load keeps: any change of a
+#: field, a position or a status changes it) and, for live layers, their sensors (stalls, last
+#: reading, how many are online now). A cached tile is served only while this row is unchanged.
+_VERSION = f"""
+SELECT count(*) AS n,
+       bit_xor(hashtextextended(f.id || ' ' || f.status || ' ' || f.content_hash, 0)) AS checksum
+       {{live_version}}
+FROM facilities f{{live_join}}
+WHERE f.layer = %(layer)s AND f.geom && {_FILTER_BOX}
+"""
+_LIVE_VERSION = (
+    ", count(s.facility_id) AS sensors, sum(s.stalls_total) AS stalls,"
+    " sum(s.stalls_free) AS free, max(s.last_seen) AS seen,"
+    " count(*) FILTER (WHERE s.last_seen > now() - make_interval(secs => %(online_s)s)) AS online"
+)
+_VERSIONS = {
+    live: sql.SQL(_VERSION).format(
+        live_version=sql.SQL(_LIVE_VERSION if live else ""),
+        live_join=sql.SQL(_LIVE_JOIN if live else ""),
+    )
+    for live in (False, True)
+}
+#: bytes of tiles a process keeps (least recently used dropped first)
+CACHE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class TileCache:
+    """Tiles built, each with the version row it was built at and its opening_hours."""
+
+    max_bytes: int = CACHE_BYTES
+    size: int = 0
+    entries: OrderedDict[tuple[str, int, int, int], tuple[tuple[Any, ...], bytes, list[str]]] = (
+        field(default_factory=OrderedDict)
+    )
+
+    def get(
+        self, key: tuple[str, int, int, int], version: tuple[Any, ...]
+    ) -> tuple[bytes, list[str]] | None:
+        """The tile built at exactly this version, if kept."""
+        entry = self.entries.get(key)
+        if entry is None or entry[0] != version:
+            return None
+        self.entries.move_to_end(key)
+        return entry[1], entry[2]
+
+    def put(
+        self,
+        key: tuple[str, int, int, int],
+        version: tuple[Any, ...],
+        tile: bytes,
+        hours: list[str],
+    ) -> None:
+        """Keep a tile, dropping the least recently used beyond max_bytes."""
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.size -= len(old[1])
+        if len(tile) > self.max_bytes // 4:
+            return
+        self.entries[key] = (version, tile, hours)
+        self.size += len(tile)
+        while self.size > self.max_bytes:
+            _, (_, dropped, _) = self.entries.popitem(last=False)
+            self.size -= len(dropped)
+
+
 _QUERIES = {
     (live, detailed): tile_query(live, detailed)
     for live in (False, True)
@@ -156,12 +224,17 @@ class OpeningStates:
     states: dict[str, tuple[bool | None, float]] = field(default_factory=dict)
     #: the longest a computed state is trusted without a known next change (seconds)
     horizon_s: float = 3600.0
+    #: counts changes of any state (or new expressions): a tile built before one is stale
+    generation: int = 0
 
     def _evaluate(self, expression: str, now: datetime, clock: float) -> None:
         state, change = open_state(expression, self.timezone, now)
         until = clock + self.horizon_s
         if change is not None:
             until = min(until, clock + max(0.0, (change - now).total_seconds()))
+        before = self.states.get(expression)
+        if before is None or before[0] != state:
+            self.generation += 1
         self.states[expression] = (state, until)
 
     def arrays(self) -> tuple[list[str], list[bool | None]]:
@@ -196,6 +269,14 @@ def _opening_states(request: Request, settings: Settings) -> OpeningStates:
         states = OpeningStates(settings.district.timezone)
         request.app.state.tile_opening_states = states
     return states
+
+
+def _tile_cache(request: Request) -> TileCache:
+    cache: TileCache | None = getattr(request.app.state, "tile_cache", None)
+    if cache is None:
+        cache = TileCache()
+        request.app.state.tile_cache = cache
+    return cache
 
 
 def _base(settings: Settings) -> str:
@@ -433,14 +514,27 @@ async def tile(
         tile_matrix,
         tile_col,
         tile_row,
+        cache=_tile_cache(request),
     )
     return etagged(request, payload, media_type=MVT, max_age=max_age)
 
 
 async def build_tile(
-    pool: Any, settings: Settings, states: OpeningStates, layer: str, z: int, x: int, y: int
+    pool: Any,
+    settings: Settings,
+    states: OpeningStates,
+    layer: str,
+    z: int,
+    x: int,
+    y: int,
+    *,
+    cache: TileCache | None = None,
 ) -> tuple[bytes, int]:
-    """(the MVT bytes, seconds they stay valid) of one tile of one layer."""
+    """(the MVT bytes, seconds they stay valid) of one tile of one layer.
+
+    With a cache, the tile's version row (``_VERSION``) is read first: a tile built at the same
+    version and the same opening states is served as it was, anything else is built anew.
+    """
     live = has_capability(layer, LIVE_STATUS)
     detailed = z >= DETAIL_ZOOM
     query = _QUERIES[(live, detailed)]
@@ -453,15 +547,31 @@ async def build_tile(
         "margin": BUFFER / EXTENT if detailed else 0.0,
         "online_s": settings.toilets.online_window_s,
     }
+    limit = LIVE_MAX_AGE_S if live else MAX_AGE_S
+    key = (layer, z, x, y)
     async with pool.connection() as conn:
+        version: tuple[Any, ...] = ()
+        if cache is not None:
+            params["expressions"], params["open"] = states.arrays()
+            cursor = await conn.execute(_VERSIONS[live], params, prepare=True)
+            found = await cursor.fetchone()
+            assert found is not None
+            version = (*found.values(), states.generation)
+            cached = cache.get(key, version)
+            if cached is not None:
+                tile, hours = cached
+                return tile, int(min(limit, states.seconds_valid(hours)))
         while True:
             params["expressions"], params["open"] = states.arrays()
             cursor = await conn.execute(query, params, prepare=True)
             row = await cursor.fetchone()
             assert row is not None
-            hours: list[str] = row["hours"] or []
+            hours = row["hours"] or []
             if not states.learn(hours):
                 break
-    limit = LIVE_MAX_AGE_S if live else MAX_AGE_S
-    max_age = int(min(limit, states.seconds_valid(hours)))
-    return bytes(row["mvt"] or b""), max_age
+    tile = bytes(row["mvt"] or b"")
+    if cache is not None:
+        # states learnt or changed while building: the version read before no longer holds
+        if version[-1] == states.generation:
+            cache.put(key, version, tile, hours)
+    return tile, int(min(limit, states.seconds_valid(hours)))

@@ -210,6 +210,8 @@ def test_etag_changes_with_loads_and_sensors(
         assert "max-age" in first.headers["cache-control"]
         assert client.get(path, headers={"If-None-Match": etag}).status_code == 304
         assert client.get(path).headers["etag"] == etag  # same content, same ETag
+        cache = client.app.state.tile_cache  # type: ignore[attr-defined]
+        assert ("toilet", z, col, row) in cache.entries  # served again without building
 
         # a load renames the facility: the tile changes
         renamed = tmp_path / "toilet.geojson"
