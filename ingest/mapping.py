@@ -40,6 +40,8 @@ _GEOMETRY_KEYS = {"x", "y", "wkt", "crs"}
 X_NAMES = ("lon", "lng", "longitude", "long", "x", "geox", "easting", "经度", "coord_x", "point_x")
 Y_NAMES = ("lat", "latitude", "y", "geoy", "northing", "纬度", "coord_y", "point_y")
 WKT_NAMES = ("wkt", "geometry", "geom", "the_geom", "shape", "geometry_wkt")
+#: column names (lower-cased) recognised as the source's own id when nothing names it
+ID_NAMES = ("source_id", "id", "编号", "編號", "poi_id", "uid")
 #: columns holding a per-row CRS label
 CRS_LABEL_NAMES = ("crs", "coordinatereferencesystem", "srs", "srid", "epsg", "坐标系")
 
@@ -60,15 +62,33 @@ class Mapping:
     attributes: dict[str, str] = field(default_factory=dict)
     #: where it came from, for error messages
     origin: str = "the options"
+    #: where a setting came from when not from `origin` (the flag that gave it: "--crs")
+    origins: dict[str, str] = field(default_factory=dict)
 
     def merged(self, **options: Any) -> Mapping:
         """This mapping with command-line options (those not None) taking precedence."""
         changes = {k: v for k, v in options.items() if v is not None}
+        origins = dict(self.origins)
+        origins.update({k: "--" + k.replace("_", "-") for k in changes})
         if "layer" in changes:
             changes.setdefault("layer_field", None)
         elif "layer_field" in changes:
             changes["layer"] = None
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **changes, origins=origins)
+
+    def origin_of(self, setting: str) -> str:
+        """Who gave a setting, as messages name it: "--crs" or "mapping f3.toml" ([geometry])."""
+        if setting in self.origins:
+            return self.origins[setting]
+        if self.origin == "the options":
+            return self.origin
+        section = {
+            "x": "[geometry] ",
+            "y": "[geometry] ",
+            "wkt": "[geometry] ",
+            "crs": "[geometry] ",
+        }
+        return f"{self.origin} ({section.get(setting, '')}{setting})"
 
     def layer_keys(self) -> list[str]:
         """The layers rows may go to (validated: an unknown key fails here, before any reading)."""
@@ -209,6 +229,11 @@ def resolve(mapping: Mapping, columns: Sequence[str], *, has_geometry: bool) -> 
     for name in FACILITY_FIELDS:
         if name not in field_columns and name in present:
             field_columns[name] = name
+    if "source_id" not in field_columns:
+        # an id column the mapping did not name is still the source's identity
+        found = _find(columns, ID_NAMES)
+        if found is not None:
+            field_columns["source_id"] = found
     attribute_columns: dict[str, dict[str, str]] = {}
     for key in keys:
         names = layers.get_layer(key).attributes.model_fields

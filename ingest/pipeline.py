@@ -25,7 +25,7 @@ from psycopg.rows import dict_row
 
 import layers
 from ingest import crs as crs_mod
-from ingest import load, transform, validate
+from ingest import identity, load, transform, validate
 from ingest.load import LoadCounts
 from ingest.mapping import Mapping, resolve
 from ingest.readers import CHUNK_ROWS, Chunk, Source, open_source
@@ -59,6 +59,11 @@ class IngestOptions:
     #: language of names given to unnamed OSM elements
     lang: str = "zh-Hans"
     chunk_rows: int = CHUNK_ROWS
+    #: an Excel workbook's sheet (name or 1-based number) and header row (1-based)
+    sheet: str | None = None
+    header_row: int | None = None
+    #: the text encoding of a CSV file or a Shapefile's DBF (default: detected)
+    encoding: str | None = None
 
 
 def file_sha256(path: Path) -> str:
@@ -119,8 +124,18 @@ def _run(
     mapping = options.mapping
     mapping.check()
     osm_layers = mapping.layer_keys() if mapping.layer else None
-    source = open_source(path, osm_layers=osm_layers, lang=options.lang)
+    source = open_source(
+        path,
+        osm_layers=osm_layers,
+        lang=options.lang,
+        sheet=options.sheet,
+        header_row=options.header_row,
+        encoding=options.encoding,
+    )
     report.format = source.format
+    report.row_label = source.row_label
+    if source.format == "excel":
+        report.sheet = source.options["sheet"]
     if source.canonical:
         # OSM: the reader has already chosen each element's layer from its tags
         mapping = mapping.merged(layer_field="layer")
@@ -130,7 +145,7 @@ def _run(
         explicit=explicit,
         declared=source.crs,
         default=crs_mod.parse_crs(source.default_crs or crs_mod.WGS84),
-        origin=mapping.origin if mapping.crs and mapping.origin != "the options" else "--crs",
+        origin=mapping.origin_of("crs"),
     )
     report.crs = str(choice.fixed or choice.default)
     failed = False
@@ -171,6 +186,9 @@ def _run(
                 "(fix them, or load the rest with --skip-invalid)"
             )
             raise _Rollback
+        if not fresh and "source_id" not in resolved.field_columns:
+            # no ids in the file: a re-surveyed place updates its facility (ingest.identity)
+            report.extend(identity.match_moved(cur, source_name)[1])
         counts = writer.counts if fresh else load.upsert_staged(cur, source_name)
         report.inserted, report.updated = counts.inserted, counts.updated
         report.unchanged = counts.unchanged

@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
 import json
 import re
 import zipfile
@@ -32,6 +33,7 @@ import shapely
 import layers
 from ingest import crs as crs_mod
 from ingest import csv_cells
+from ingest.mapping import WKT_NAMES, X_NAMES, Y_NAMES
 from ingest.report import IngestError
 
 #: rows per chunk: large enough for vectorised work, small enough to bound memory
@@ -41,7 +43,9 @@ MAX_FIELD_CHARS = 100_000
 #: how much of a file is looked at to recognise its format / encoding / delimiter
 _HEAD_BYTES = 64 * 1024
 
-FORMATS = ("csv", "geojson", "gpkg", "shapefile", "flatgeobuf", "geoparquet", "osm", "vendor-json")
+FORMATS = ("csv", "excel", "geojson", "gpkg", "shapefile", "flatgeobuf", "geoparquet", "osm",
+           "vendor-json")  # fmt: skip
+
 _GDAL_FORMATS = {"geojson", "gpkg", "shapefile", "flatgeobuf"}
 
 
@@ -77,6 +81,8 @@ class Source:
     #: rows already mapped to canonical columns and layers (OSM)
     canonical: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    #: what a row number counts (report.ROW_MEANINGS): the file's lines, a sheet's rows or its records
+    row_label: str = "record"
 
     def chunks(self, chunk_rows: int = CHUNK_ROWS) -> Iterator[Chunk]:
         """Stream the rows."""
@@ -92,7 +98,7 @@ def _head(path: Path) -> bytes:
         return handle.read(_HEAD_BYTES)
 
 
-_VENDOR_HINT = re.compile(rb'"(data|pois)"\s*:\s*\[')
+_VENDOR_HINT = re.compile(rb'"(data|pois|results)"\s*:\s*\[')
 _GEOJSON_HINT = re.compile(rb'"type"\s*:\s*"(FeatureCollection|Feature)"')
 
 
@@ -112,8 +118,13 @@ def detect_format(path: Path) -> str:
         return "flatgeobuf"
     if head.startswith(b"PAR1"):
         return "geoparquet"
+    if head.startswith(_OLE2_MAGIC):
+        return "excel"
     if head.startswith(b"PK\x03\x04") or name.endswith(".zip"):
-        return "shapefile"
+        # an .xlsx is a zip file too: tell it from a zipped Shapefile by what it holds
+        return "excel" if _is_xlsx(path) else "shapefile"
+    if name.endswith((".xlsx", ".xlsm", ".xls")):
+        raise IngestError(f"{path.name} is not a valid Excel workbook (corrupt or truncated?)")
     if b"OSMHeader" in head[:64] or name.endswith(".pbf"):
         return "osm"
     if name.endswith(".shp"):
@@ -132,19 +143,40 @@ def detect_format(path: Path) -> str:
 
 
 def open_source(
-    path: Path, *, osm_layers: list[str] | None = None, lang: str = "zh-Hans"
+    path: Path,
+    *,
+    osm_layers: list[str] | None = None,
+    lang: str = "zh-Hans",
+    sheet: str | None = None,
+    header_row: int | None = None,
+    encoding: str | None = None,
 ) -> Source:
-    """Open a file of any supported format (nothing is read beyond its header)."""
+    """Open a file of any supported format (nothing is read beyond its header).
+
+    `sheet` (a name or a 1-based number) and `header_row` (1-based) choose an Excel workbook's
+    table; `encoding` overrides the detected text encoding of a CSV file or a Shapefile's DBF.
+    """
     fmt = detect_format(path)
+    if encoding is not None:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise IngestError(f"--encoding {encoding!r} is not a known text encoding") from None
+        if fmt not in ("csv", "shapefile"):
+            raise IngestError(f"--encoding applies to CSV and Shapefile (DBF) files, not {fmt}")
+    if (sheet is not None or header_row is not None) and fmt != "excel":
+        raise IngestError(f"--sheet and --header-row apply to Excel workbooks, not {fmt}")
     if fmt == "csv":
-        return _open_csv(path)
+        return _open_csv(path, encoding)
+    if fmt == "excel":
+        return _open_excel(path, sheet, header_row)
     if fmt == "vendor-json":
         return _open_vendor(path)
     if fmt == "geoparquet":
         return _open_parquet(path)
     if fmt == "osm":
         return _open_osm(path, osm_layers, lang)
-    return _open_gdal(path, fmt)
+    return _open_gdal(path, fmt, encoding)
 
 
 def _gdal_error(path: Path, fmt: str, exc: Exception) -> IngestError:
@@ -161,7 +193,7 @@ _GDAL_READ_ERRORS = (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerErr
                      pa.ArrowException, zipfile.BadZipFile, shapely.errors.GEOSException)  # fmt: skip
 
 
-def _open_gdal(path: Path, fmt: str) -> Source:
+def _open_gdal(path: Path, fmt: str, encoding: str | None = None) -> Source:
     target = str(path)
     if fmt == "shapefile" and path.name.lower().endswith(".zip"):
         try:
@@ -174,6 +206,8 @@ def _open_gdal(path: Path, fmt: str) -> Source:
                 f"{path.name} must hold exactly one .shp file, found {len(shps)}: {shps[:10]}"
             )
         target = f"/vsizip/{path}/{shps[0]}"
+    if fmt == "shapefile" and encoding is None:
+        encoding = dbf_encoding(path)
     try:
         names = pyogrio.list_layers(target)
         if len(names) == 0:
@@ -181,20 +215,74 @@ def _open_gdal(path: Path, fmt: str) -> Source:
         if len(names) > 1:
             listed = ", ".join(str(n) for n in names[:, 0])
             raise IngestError(f"{path.name} has several layers ({listed}): give a file with one")
-        info = pyogrio.read_info(target)
+        info = pyogrio.read_info(target, encoding=encoding)
     except _GDAL_READ_ERRORS as exc:
         raise _gdal_error(path, fmt, exc) from None
+    columns = [str(c) for c in info["fields"]]
+    # a GeoJSON feature's own "id" (GDAL gives numeric ones as the FID) is the source's id
+    feature_ids = fmt == "geojson" and "id" not in columns and _GEOJSON_ID.search(_head(path))
+    if feature_ids:
+        columns.append("id")
     declared = pyproj.CRS.from_user_input(info["crs"]) if info.get("crs") else None
     total = int(info["features"]) if int(info.get("features", -1)) >= 0 else None
     return Source(
         path=path,
         format=fmt,
-        columns=[str(c) for c in info["fields"]],
+        columns=columns,
         has_geometry=info.get("geometry_type") is not None,
         crs=crs_mod.from_proj(declared) if declared is not None else None,
         total=total,
-        options={"target": target},
+        options={"target": target, "encoding": encoding, "feature_ids": bool(feature_ids)},
     )
+
+
+_GEOJSON_ID = re.compile(
+    rb'"type"\s*:\s*"Feature"\s*,\s*"id"\s*:|[{,]\s*"id"\s*:\s*[^,]*,\s*"type"\s*:\s*"Feature"'
+)
+
+
+def dbf_encoding(path: Path) -> str | None:
+    """The text encoding of a Shapefile's DBF when GDAL cannot know it, else None (GDAL's own).
+
+    GDAL honours a `.cpg` file and the DBF header's code-page byte (LDID, byte 29). With neither
+    (byte 0, no `.cpg`: common in Chinese GIS exports) it would read ISO-8859-1 and turn GBK
+    names into mojibake, so the records are tried as UTF-8, then as GB18030.
+    """
+    try:
+        if path.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(path) as archive:
+                names = {n.lower(): n for n in archive.namelist()}
+                dbf = next((n for k, n in names.items() if k.endswith(".dbf")), None)
+                if dbf is None or any(k.endswith(".cpg") for k in names):
+                    return None
+                with archive.open(dbf) as handle:
+                    data = handle.read(_DBF_SAMPLE_BYTES)
+        else:
+            dbf_path = next(
+                (p for s in (".dbf", ".DBF") if (p := path.with_suffix(s)).exists()), None
+            )
+            if dbf_path is None or any(path.with_suffix(s).exists() for s in (".cpg", ".CPG")):
+                return None
+            with dbf_path.open("rb") as handle:
+                data = handle.read(_DBF_SAMPLE_BYTES)
+    except (OSError, zipfile.BadZipFile):
+        return None
+    if len(data) < 32 or data[29] != 0:
+        return None
+    header_size = int.from_bytes(data[8:10], "little")
+    records = data[header_size:]
+    if records.isascii():
+        return None
+    try:
+        # a sample may end inside a character: ignore an incomplete last one
+        codecs.getincrementaldecoder("utf-8")().decode(records)
+    except UnicodeDecodeError:
+        return "GB18030"
+    return "UTF-8"
+
+
+#: bytes of a DBF looked at to tell its encoding
+_DBF_SAMPLE_BYTES = 4 << 20
 
 
 def _read_gdal(source: Source, chunk_rows: int) -> Iterator[Chunk]:
@@ -202,7 +290,11 @@ def _read_gdal(source: Source, chunk_rows: int) -> Iterator[Chunk]:
     done = 0
     try:
         with pyogrio.open_arrow(
-            target, batch_size=chunk_rows, use_pyarrow=True, return_fids=True
+            target,
+            batch_size=chunk_rows,
+            use_pyarrow=True,
+            return_fids=True,
+            encoding=source.options.get("encoding"),
         ) as (meta, reader):
             geometry_name = meta["geometry_name"] or "wkb_geometry"
             fid_name = meta.get("fid_column") or "OGC_FID"
@@ -216,6 +308,8 @@ def _read_gdal(source: Source, chunk_rows: int) -> Iterator[Chunk]:
                 )
                 keep = [n for n in names if n not in (geometry_name, fid_name)]
                 frame = batch.select(keep).to_pandas()
+                if source.options.get("feature_ids") and fids is not None:
+                    frame["id"] = fids.astype(str)
                 xy = point_xy(wkb) if wkb is not None else None
                 geometry = None if xy is not None else _geometries(wkb, len(frame))
                 rows = np.arange(done + 1, done + len(frame) + 1, dtype=np.int64)
@@ -369,8 +463,8 @@ def _sniff_delimiter(text: str) -> str:
         return max(",;\t|", key=header.count)
 
 
-def _open_csv(path: Path) -> Source:
-    encoding = _detect_encoding(path)
+def _open_csv(path: Path, encoding: str | None = None) -> Source:
+    encoding = encoding or _detect_encoding(path)
     head = _head(path).decode(encoding, errors="ignore")
     delimiter = _sniff_delimiter(head)
     try:
@@ -391,6 +485,7 @@ def _open_csv(path: Path) -> Source:
         has_geometry=False,
         total=max(lines - 1, 0),
         options={"encoding": encoding, "delimiter": delimiter},
+        row_label="line",
     )
 
 
@@ -420,6 +515,205 @@ def _read_csv(source: Source, chunk_rows: int) -> Iterator[Chunk]:
         raise IngestError(f"{source.path.name}: malformed CSV: {exc}") from None
     except UnicodeDecodeError as exc:
         raise IngestError(f"{source.path.name}: bad text encoding: {exc}") from None
+
+
+# --- Excel workbooks (.xlsx through openpyxl, .xls through xlrd) ------------------------------
+
+_OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+#: rows of a sheet looked at to find its header under title rows
+_HEADER_SCAN_ROWS = 30
+
+
+def _is_xlsx(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "xl/workbook.xml" in archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+class _Workbook:
+    """The sheets of an .xlsx or .xls workbook, each read row by row (values only)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.xls = _head(path).startswith(_OLE2_MAGIC)
+        try:
+            if self.xls:
+                import xlrd
+
+                self.book: Any = xlrd.open_workbook(str(path), on_demand=True)
+                self.names = [str(n) for n in self.book.sheet_names()]
+            else:
+                import openpyxl
+
+                # read-only: rows are streamed from the zip, never all held at once
+                self.book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+                self.names = [str(n) for n in self.book.sheetnames]
+        except Exception as exc:  # noqa: BLE001 - both libraries raise many kinds on bad files
+            raise IngestError(
+                f"cannot read {path.name} as an Excel workbook (corrupt or truncated?): {exc}"
+            ) from None
+
+    def rows(self, name: str) -> Iterator[tuple[Any, ...]]:
+        """The sheet's rows from its first, as tuples of cell values (dates as datetimes)."""
+        if self.xls:
+            import xlrd
+
+            sheet = self.book.sheet_by_name(name)
+            for r in range(sheet.nrows):
+                yield tuple(_xls_value(cell, self.book.datemode, xlrd) for cell in sheet.row(r))
+            return
+        yield from self.book[name].iter_rows(values_only=True)
+
+    def size(self, name: str) -> int | None:
+        """The sheet's row count when the file says it."""
+        if self.xls:
+            return int(self.book.sheet_by_name(name).nrows)
+        rows = self.book[name].max_row
+        return int(rows) if rows is not None else None
+
+    def close(self) -> None:
+        """Let go of the file."""
+        if self.xls:
+            self.book.release_resources()
+        else:
+            self.book.close()
+
+
+def _xls_value(cell: Any, datemode: int, xlrd: Any) -> Any:
+    if cell.ctype == xlrd.XL_CELL_DATE:
+        return xlrd.xldate_as_datetime(cell.value, datemode)
+    if cell.ctype == xlrd.XL_CELL_NUMBER and float(cell.value).is_integer():
+        return int(cell.value)  # .xls stores every number as a float: 60001449.0 is an id
+    if cell.ctype in (xlrd.XL_CELL_EMPTY, xlrd.XL_CELL_BLANK):
+        return None
+    return cell.value
+
+
+def _filled(row: tuple[Any, ...]) -> list[int]:
+    return [j for j, v in enumerate(row) if v is not None and str(v).strip() != ""]
+
+
+def find_header(rows: list[tuple[Any, ...]]) -> int | None:
+    """The position of the header among a sheet's first rows (title rows above it skipped).
+
+    The header is the first row of text cells as wide as the table: a title (merged cells hold
+    their text in the first cell only) or a note fills one or two cells.
+    """
+    widths = [len(_filled(r)) for r in rows]
+    if not widths or max(widths) == 0:
+        return None
+    wide = max(2, -(-max(widths) // 2))
+    for i, row in enumerate(rows):
+        cells = [row[j] for j in _filled(row)]
+        if len(cells) >= wide and all(isinstance(c, str) for c in cells):
+            return i
+    return None
+
+
+def _header_columns(row: tuple[Any, ...]) -> list[str]:
+    columns: list[str] = []
+    for j, value in enumerate(row):
+        name = "" if value is None else str(value).strip()
+        name = name or f"column {j + 1}"
+        base, k = name, 1
+        while name in columns:
+            k += 1
+            name = f"{base}.{k}"
+        columns.append(name)
+    return columns
+
+
+def _sheet_table(
+    book: _Workbook, name: str, header_row: int | None
+) -> tuple[int, list[str]] | None:
+    """(header row number, 1-based; columns) of a sheet, or None when it holds no table."""
+    head = list(itertools.islice(book.rows(name), max(_HEADER_SCAN_ROWS, header_row or 0)))
+    if header_row is not None:
+        if header_row > len(head) or not _filled(head[header_row - 1]):
+            return None
+        position: int | None = header_row - 1
+    else:
+        position = find_header(head)
+    if position is None:
+        return None
+    return position + 1, _header_columns(head[position])
+
+
+def _open_excel(path: Path, sheet: str | None, header_row: int | None) -> Source:
+    if header_row is not None and header_row < 1:
+        raise IngestError("--header-row counts from 1 (the sheet's first row)")
+    book = _Workbook(path)
+    try:
+        if sheet is not None:
+            if sheet in book.names:
+                chosen = [sheet]
+            elif sheet.isdigit() and 1 <= int(sheet) <= len(book.names):
+                chosen = [book.names[int(sheet) - 1]]
+            else:
+                raise IngestError(
+                    f"--sheet {sheet}: {path.name} has no such sheet; its sheets are "
+                    f"{', '.join(repr(n) for n in book.names)} (or give a number from 1)"
+                )
+        else:
+            chosen = book.names
+        tables = {n: t for n in chosen if (t := _sheet_table(book, n, header_row)) is not None}
+        if not tables:
+            where = f"sheet {chosen[0]!r}" if sheet is not None else path.name
+            at = f" at row {header_row}" if header_row is not None else ""
+            raise IngestError(f"{where} has no header row{at}: give --header-row N")
+        # several sheets: the table is the one with place columns (an explanation sheet has
+        # none), then the one with most rows
+        name = max(tables, key=lambda n: (_has_position(tables[n][1]), book.size(n) or 0))
+        header, columns = tables[name]
+        total = book.size(name)
+    finally:
+        book.close()
+    return Source(
+        path=path,
+        format="excel",
+        columns=columns,
+        has_geometry=False,
+        total=None if total is None else max(total - header, 0),
+        options={"sheet": name, "header_row": header},
+        row_label="row",
+    )
+
+
+def _has_position(columns: list[str]) -> bool:
+    lowered = {c.lower() for c in columns}
+    return bool(lowered & set(WKT_NAMES)) or bool(lowered & set(X_NAMES) and lowered & set(Y_NAMES))
+
+
+def _read_excel(source: Source, chunk_rows: int) -> Iterator[Chunk]:
+    columns = source.columns
+    header: int = source.options["header_row"]
+    book = _Workbook(source.path)
+    try:
+        values: list[tuple[Any, ...]] = []
+        numbers: list[int] = []
+        width = len(columns)
+        rows = itertools.islice(book.rows(source.options["sheet"]), header, None)
+        for number, row in enumerate(rows, start=header + 1):
+            if not _filled(row):
+                continue  # blank rows between records are no records
+            cells = tuple(row[:width]) + (None,) * (width - len(row))
+            values.append(tuple(None if isinstance(c, str) and not c.strip() else c for c in cells))
+            numbers.append(number)
+            if len(values) >= chunk_rows:
+                yield _excel_chunk(values, numbers, columns)
+                values, numbers = [], []
+        if values:
+            yield _excel_chunk(values, numbers, columns)
+    finally:
+        book.close()
+
+
+def _excel_chunk(values: list[tuple[Any, ...]], numbers: list[int], columns: list[str]) -> Chunk:
+    frame = pd.DataFrame.from_records(values, columns=columns).astype(object)
+    # row numbers as the spreadsheet shows them: what a user looks for
+    return Chunk(frame, None, np.asarray(numbers, dtype=np.int64))
 
 
 # --- Map-vendor POI search responses (Tencent, Amap) ------------------------------------------
@@ -459,12 +753,15 @@ def _vendor_objects(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def _open_vendor(path: Path) -> Source:
+    vendor = next((_vendor_of(obj) for _, obj in _vendor_objects(path)), None)
     return Source(
         path=path,
         format="vendor-json",
         columns=list(_VENDOR_COLUMNS),
         has_geometry=True,
-        default_crs="gcj02",
+        # Amap and Tencent answer in GCJ-02, Baidu in BD-09
+        default_crs="bd09" if vendor == "baidu" else "gcj02",
+        row_label="record",
     )
 
 
@@ -473,6 +770,7 @@ _VENDOR_COLUMNS = (
     "name",
     "address",
     "phone",
+    "opening_hours",
     "vendor_category",
     "vendor_type",
     "adcode",
@@ -480,49 +778,116 @@ _VENDOR_COLUMNS = (
     "district",
 )
 
+#: the texts vendors put where they mean "no value" (Amap answers ``[]``)
+_NO_VALUE_TEXTS = frozenset({"", "[]", "{}", "null", "None"})
+
+
+def vendor_value(value: Any) -> str | None:
+    """A vendor's field as text, or None for its ways of saying "no value".
+
+    Amap answers a missing address or phone with an empty list ``[]`` (and several phones as a
+    list or as ``a;b``); empty strings and the text ``"[]"`` mean nothing too.
+    """
+    if value is None:
+        return None
+    if isinstance(value, list):
+        parts = [t for t in (vendor_value(v) for v in value) if t is not None]
+        return ";".join(parts) or None
+    if isinstance(value, dict):
+        return None
+    text = str(value).strip()
+    return None if text in _NO_VALUE_TEXTS else text
+
+
+def _vendor_of(obj: Any) -> str | None:
+    if not isinstance(obj, dict):
+        return None
+    if "pois" in obj:
+        return "amap"
+    if "results" in obj or "result" in obj:
+        return "baidu"
+    if "data" in obj:
+        return "tencent"
+    return None
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _amap_row(poi: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    # Amap v5 puts phone and hours under "business"; v3 has "tel" at the top
+    business = _object(poi.get("business"))
+    lng, _, lat = str(vendor_value(poi.get("location")) or "").partition(",")
+    hours = business.get("opentime_week") or business.get("opentime_today")
+    return (
+        {"source_id": poi.get("id"), "name": poi.get("name"), "address": poi.get("address"),
+         "phone": business.get("tel") or poi.get("tel"), "opening_hours": hours,
+         "vendor_category": poi.get("type"), "vendor_type": poi.get("typecode"),
+         "adcode": poi.get("adcode"), "city": poi.get("cityname"), "district": poi.get("adname")},
+        (_number(lng), _number(lat)),
+    )  # fmt: skip
+
+
+def _tencent_row(poi: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    location = poi.get("location") or {}
+    ad = poi.get("ad_info") or {}
+    return (
+        {"source_id": poi.get("id"), "name": poi.get("title"), "address": poi.get("address"),
+         "phone": poi.get("tel"), "opening_hours": None, "vendor_category": poi.get("category"),
+         "vendor_type": poi.get("type"), "adcode": ad.get("adcode"), "city": ad.get("city"),
+         "district": ad.get("district")},
+        (_number(location.get("lng")), _number(location.get("lat"))),
+    )  # fmt: skip
+
+
+def _baidu_row(poi: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    # Baidu Place API v2/v3 (place/v2/search): BD-09 location, "uid" the POI's id
+    location = _object(poi.get("location"))
+    detail = _object(poi.get("detail_info"))
+    return (
+        {"source_id": poi.get("uid"), "name": poi.get("name"), "address": poi.get("address"),
+         "phone": poi.get("telephone"), "opening_hours": detail.get("shop_hours"),
+         "vendor_category": detail.get("tag") or detail.get("classified_poi_tag"),
+         "vendor_type": detail.get("type"), "adcode": poi.get("adcode"),
+         "city": poi.get("city"), "district": poi.get("area")},
+        (_number(location.get("lng")), _number(location.get("lat"))),
+    )  # fmt: skip
+
 
 def _vendor_rows(number: int, obj: Any, path: Path) -> list[tuple[dict[str, Any], Any]]:
     if not isinstance(obj, dict):
         raise IngestError(f"{path.name}: JSON value {number} is not an object")
     status = obj.get("status")
-    if "pois" in obj:  # Amap: status "1" is success
+    vendor = _vendor_of(obj)
+    if vendor == "amap":  # status "1" is success
         if status is not None and str(status) != "1":
             raise IngestError(
                 f"{path.name}: response {number} is an error (status {status}: {obj.get('info')})"
             )
-        out = []
-        for poi in obj.get("pois") or []:
-            lng, _, lat = str(poi.get("location") or "").partition(",")
-            out.append((
-                {"source_id": poi.get("id"), "name": poi.get("name"), "address": poi.get("address"),
-                 "phone": poi.get("tel"), "vendor_category": poi.get("type"),
-                 "vendor_type": poi.get("typecode"), "adcode": poi.get("adcode"),
-                 "city": poi.get("cityname"), "district": poi.get("adname")},
-                (_number(lng), _number(lat)),
-            ))  # fmt: skip
-        return out
-    if "data" in obj:  # Tencent: status 0 is success
+        pois, convert = obj.get("pois"), _amap_row
+    elif vendor in ("tencent", "baidu"):  # status 0 is success
         if status is not None and str(status) != "0":
             raise IngestError(
                 f"{path.name}: response {number} is an error "
                 f"(status {status}: {obj.get('message')})"
             )
-        out = []
-        for poi in obj.get("data") or []:
-            location = poi.get("location") or {}
-            ad = poi.get("ad_info") or {}
-            out.append((
-                {"source_id": poi.get("id"), "name": poi.get("title"), "address": poi.get("address"),
-                 "phone": poi.get("tel"), "vendor_category": poi.get("category"),
-                 "vendor_type": poi.get("type"), "adcode": ad.get("adcode"),
-                 "city": ad.get("city"), "district": ad.get("district")},
-                (_number(location.get("lng")), _number(location.get("lat"))),
-            ))  # fmt: skip
-        return out
-    raise IngestError(
-        f"{path.name}: JSON object {number} is neither a Tencent (data[]) nor an Amap (pois[]) "
-        "POI response"
-    )
+        if vendor == "tencent":
+            pois, convert = obj.get("data"), _tencent_row
+        else:
+            found = obj.get("results", obj.get("result"))
+            pois, convert = ([found] if isinstance(found, dict) else found), _baidu_row
+    else:
+        raise IngestError(
+            f"{path.name}: JSON object {number} is neither a Tencent (data[]), an Amap (pois[]) "
+            "nor a Baidu (results[]) POI response"
+        )
+    out = []
+    for poi in pois if isinstance(pois, list) else []:
+        if isinstance(poi, dict):
+            values, xy = convert(poi)
+            out.append(({k: vendor_value(v) for k, v in values.items()}, xy))
+    return out
 
 
 def _number(value: Any) -> float:
@@ -543,7 +908,7 @@ def _read_vendor(source: Source, chunk_rows: int) -> Iterator[Chunk]:
         geometry = shapely.points(xy)
         rows = np.arange(done + 1, done + len(frame) + 1, dtype=np.int64)
         done += len(frame)
-        fids = frame["source_id"].astype(str).to_numpy()
+        fids = frame["source_id"].to_numpy(dtype=object)
         pending.clear()
         return Chunk(frame, np.asarray(geometry, dtype=object), rows, fids)
 
@@ -722,6 +1087,7 @@ def _osm_id(osm_layer: str, feature: Mapping[str, Any]) -> str:
 
 _READERS = {
     "csv": _read_csv,
+    "excel": _read_excel,
     "vendor-json": _read_vendor,
     "geoparquet": _read_parquet,
     "osm": _read_osm,

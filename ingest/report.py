@@ -16,6 +16,13 @@ MAX_VALUE_CHARS = 200
 
 Severity = Literal["error", "warning"]
 
+#: what "row N" counts, by the kind of file (a reader's `Source.row_label`)
+ROW_MEANINGS = {
+    "line": "row = the line of the file (the header is line 1)",
+    "row": "row = the sheet's row as the spreadsheet numbers it",
+    "record": "row = the record's position in the file (the first record is 1)",
+}
+
 
 class IngestError(Exception):
     """A whole-file problem (unreadable, unknown layer, missing column): one clear line."""
@@ -108,6 +115,10 @@ class IngestReport:
     duration_s: float = 0.0
     crs: str | None = None
     format: str | None = None
+    #: what its row numbers count: "line" (CSV), "row" (a sheet's) or "record" (ROW_MEANINGS)
+    row_label: str = "record"
+    #: the Excel sheet read
+    sheet: str | None = None
     issues: list[Issue] = field(default_factory=list)
     issues_dropped: int = 0
 
@@ -153,7 +164,9 @@ class IngestReport:
             "source": self.source,
             "layer": self.layer,
             "format": self.format,
+            "sheet": self.sheet,
             "crs": self.crs,
+            "row_numbers": self.row_numbers(),
             "file_sha256": self.file_sha256,
             "outcome": self.outcome,
             "reason": self.reason,
@@ -167,6 +180,10 @@ class IngestReport:
     def write_json(self, path: Path) -> None:
         """Write the machine-readable report (`--report FILE.json`)."""
         path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
+
+    def row_numbers(self) -> str:
+        """What "row N" means in this report, in words."""
+        return ROW_MEANINGS.get(self.row_label, ROW_MEANINGS["record"])
 
     def summary_row(self) -> dict[str, Any]:
         """One row for the CLI summary table."""

@@ -213,7 +213,7 @@ class CrsChoice:
             else:
                 raise IngestError(
                     f"mixed CRS: the file declares {self.declared} but {self.origin} says "
-                    f"{self.explicit}; drop --crs (or fix the file)"
+                    f"{self.explicit}; drop that CRS (or fix the file)"
                 )
         elif self.explicit is not None:
             self.fixed = self.explicit

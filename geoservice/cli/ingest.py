@@ -31,8 +31,8 @@ _SHOWN_ISSUES = 20
 PathArg = Annotated[
     Path,
     typer.Argument(
-        help="the file: CSV, GeoJSON, GeoPackage, Shapefile (.shp or .zip), FlatGeobuf, "
-        "GeoParquet, OSM PBF, or saved Tencent/Amap POI responses"
+        help="the file: CSV, Excel (.xlsx, .xls), GeoJSON, GeoPackage, Shapefile (.shp or .zip), "
+        "FlatGeobuf, GeoParquet, OSM PBF, or saved Amap/Tencent/Baidu POI responses"
     ),
 ]
 MappingOpt = Annotated[Path | None, typer.Option("--mapping", help="TOML mapping file")]
@@ -64,6 +64,23 @@ DryRunOpt = Annotated[
 ReportOpt = Annotated[
     Path | None, typer.Option("--report", help="write the run's report (rejects) as JSON")
 ]
+SheetOpt = Annotated[
+    str | None,
+    typer.Option("--sheet", help="Excel: the sheet, by name or number (1 = the first)"),
+]
+HeaderRowOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--header-row", min=1, help="Excel: the header's row number (default: found under titles)"
+    ),
+]
+EncodingOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--encoding",
+        help="CSV and Shapefile DBF text encoding, e.g. gbk (default: detected)",
+    ),
+]
 LinkOpt = Annotated[
     bool,
     typer.Option(
@@ -93,6 +110,9 @@ def ingest(
     full: FullOpt = False,
     dry_run: DryRunOpt = False,
     report: ReportOpt = None,
+    sheet: SheetOpt = None,
+    header_row: HeaderRowOpt = None,
+    encoding: EncodingOpt = None,
     link: LinkOpt = True,
     index_h3: H3Opt = True,
 ) -> None:
@@ -114,6 +134,9 @@ def ingest(
         bbox=s.district.bbox,
         timezone=s.district.timezone,
         lang=s.district.default_lang,
+        sheet=sheet,
+        header_row=header_row,
+        encoding=encoding,
     )
     result = _load(url, path, options, report)
     if result.outcome == "dry_run":
@@ -214,7 +237,9 @@ def _print_issues(result: IngestReport) -> None:
     issues = sorted(result.issues, key=lambda i: (i.severity != "error", i.row or 0))
     if not issues:
         return
-    table = Table(title=f"{result.errors:,} error(s), {result.warnings:,} warning(s)")
+    table = Table(
+        title=f"{result.errors:,} error(s), {result.warnings:,} warning(s) ({result.row_numbers()})"
+    )
     for column in ("", "where", "field", "value", "reason"):
         table.add_column(column, overflow="fold")
     for item in issues[:_SHOWN_ISSUES]:

@@ -1,0 +1,274 @@
+"""Vendor and format quirks (issue 17, section 2), on files shaped like the real ones.
+
+Every file here is written by the test itself (see tests/fixtures/SOURCES.md, "written by the
+tests"): Amap v3/v5 and Baidu Place API responses modelled on the vendors' documented answers
+(Amap's ``[]`` for "no value" as measured on real Amap exports: 10 of 50 addresses, 49 of 50
+phones), an Excel workbook as a district bureau sends it (an explanation sheet, a merged title
+row above the header), a GBK Shapefile without `.cpg` (code-page byte 0) as Chinese GIS exports
+write it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import openpyxl
+import prcoords
+import pyogrio
+import pytest
+from rich.console import Console
+from shapely import points
+
+from geoservice.cli import console
+from tests.ingest.conftest import Ingest
+from tests.ingest.util import rows, run_cli
+
+NAMES = ["东门公厕", "翠竹智慧公厕（翠竹路）", "罗湖口岸公厕"]
+LON = [114.1221, 114.1283, 114.1755]
+LAT = [22.5501, 22.5632, 22.5571]
+
+
+def _stored(url: str, source: str) -> list[dict[str, object]]:
+    return rows(
+        url,
+        "SELECT source_id, name, address, phone, opening_hours_raw, ST_X(geom) AS lon, "
+        "ST_Y(geom) AS lat FROM facilities WHERE source = %s ORDER BY source_id",
+        (source,),
+    )
+
+
+# --- map vendors ----------------------------------------------------------------------------
+
+
+def _amap(tmp_path: Path) -> Path:
+    v3 = {
+        "status": "1",
+        "info": "OK",
+        "count": "2",
+        "pois": [
+            {"id": "B0FFG1", "name": NAMES[0], "type": "生活服务;公共厕所;公共厕所",
+             "typecode": "200300", "address": [], "tel": [], "location": f"{LON[0]},{LAT[0]}",
+             "cityname": "深圳市", "adname": "罗湖区", "adcode": "440303"},
+            {"id": "B0FFG2", "name": NAMES[1], "address": "翠竹路1号", "tel": "[]",
+             "location": f"{LON[1]},{LAT[1]}", "adcode": "440303"},
+        ],
+    }  # fmt: skip
+    v5 = {
+        "status": "1",
+        "info": "OK",
+        "pois": [
+            {"id": "B0FFG3", "name": NAMES[2], "address": "", "location": f"{LON[2]},{LAT[2]}",
+             "business": {"tel": "0755-82345678", "opentime_today": "06:00-23:00",
+                          "opentime_week": "周一至周日 06:00-23:00"}},
+        ],
+    }  # fmt: skip
+    path = tmp_path / "amap.json"
+    path.write_text(
+        json.dumps(v3, ensure_ascii=False, indent=1) + "\n" + json.dumps(v5, ensure_ascii=False),
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_amap_empty_lists_are_missing_and_v5_business(
+    fresh_db: str, ingest: Ingest, tmp_path: Path
+) -> None:
+    report = ingest(fresh_db, _amap(tmp_path), layer="toilet", source="amap")
+    assert report.outcome == "ok" and report.inserted == 3 and report.crs == "gcj02"
+    stored = _stored(fresh_db, "amap")
+    assert [r["address"] for r in stored] == [None, "翠竹路1号", None]
+    assert [r["phone"] for r in stored] == [None, None, "0755-82345678"]
+    assert stored[2]["opening_hours_raw"] == "周一至周日 06:00-23:00"
+    assert [r["name"] for r in stored] == NAMES
+    for r, lon, lat in zip(stored, LON, LAT, strict=True):
+        wgs = prcoords.gcj_wgs_bored((lat, lon))
+        assert r["lat"] == pytest.approx(wgs[0], abs=1e-6)
+        assert r["lon"] == pytest.approx(wgs[1], abs=1e-6)
+
+
+def test_baidu_place_response_is_bd09(fresh_db: str, ingest: Ingest, tmp_path: Path) -> None:
+    bd = [prcoords.wgs_bd((lat, lon)) for lon, lat in zip(LON, LAT, strict=True)]
+    answer = {
+        "status": 0,
+        "message": "ok",
+        "total": 3,
+        "results": [
+            {"name": name, "location": {"lat": b[0], "lng": b[1]}, "address": "罗湖区",
+             "province": "广东省", "city": "深圳市", "area": "罗湖区", "telephone": "",
+             "uid": f"uid-{i}", "detail_info": {"tag": "生活服务;公共厕所", "shop_hours": "24小时"}}
+            for i, (name, b) in enumerate(zip(NAMES, bd, strict=True))
+        ],
+    }  # fmt: skip
+    path = tmp_path / "baidu.json"
+    path.write_text(json.dumps(answer, ensure_ascii=False), encoding="utf-8")
+    report = ingest(fresh_db, path, layer="toilet", source="baidu")
+    assert report.outcome == "ok" and report.inserted == 3 and report.crs == "bd09"
+    assert report.format == "vendor-json"
+    stored = _stored(fresh_db, "baidu")
+    assert [r["source_id"] for r in stored] == ["uid-0", "uid-1", "uid-2"]
+    assert [r["phone"] for r in stored] == [None, None, None]
+    for r, lon, lat in zip(stored, LON, LAT, strict=True):
+        assert r["lon"] == pytest.approx(lon, abs=1e-6) and r["lat"] == pytest.approx(lat, abs=1e-6)
+
+
+# --- Excel ----------------------------------------------------------------------------------
+
+
+def _workbook(tmp_path: Path, *, bad_row: bool = False) -> Path:
+    book = openpyxl.Workbook()
+    notes = book.active
+    assert notes is not None
+    notes.title = "填表说明"
+    notes.append(["本表由罗湖区城管局提供，坐标为 WGS84。"])
+    notes.append(["字段说明：名称、地址、经度、纬度"])
+    data = book.create_sheet("公厕")
+    data.append(["罗湖区公共厕所一览表（2024 年）"])
+    data.merge_cells("A1:F1")
+    data.append(["编号", "名称", "地址", "经度", "纬度", "开放时间"])
+    for i, (name, lon, lat) in enumerate(zip(NAMES, LON, LAT, strict=True)):
+        data.append([f"GC-{i + 1}", name, f"罗湖区{i + 1}号", lon, lat, "周一至周日 06:00-23:00"])
+    if bad_row:
+        data.append(["GC-9", "坏行", "", "东经", 22.55, None])
+    path = tmp_path / "toilets.xlsx"
+    book.save(path)
+    return path
+
+
+def test_xlsx_with_explanation_sheet_and_title_row(fresh_db: str, tmp_path: Path) -> None:
+    report_path = tmp_path / "report.json"
+    done = run_cli(
+        fresh_db, "ingest", str(_workbook(tmp_path)), "--layer", "toilet", "--source", "xl",
+        "--mapping", str(_excel_mapping(tmp_path)), "--report", str(report_path),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(report_path.read_text())
+    assert (report["format"], report["sheet"], report["inserted"]) == ("excel", "公厕", 3)
+    stored = _stored(fresh_db, "xl")
+    # the 编号 column is the source's id although the mapping does not name it
+    assert [r["source_id"] for r in stored] == ["GC-1", "GC-2", "GC-3"]
+    assert [r["name"] for r in stored] == NAMES
+    for r, lon, lat in zip(stored, LON, LAT, strict=True):
+        assert (r["lon"], r["lat"]) == pytest.approx((lon, lat), abs=1e-9)
+
+
+def _excel_mapping(tmp_path: Path) -> Path:
+    path = tmp_path / "xl.toml"
+    path.write_text(
+        '[geometry]\nx = "经度"\ny = "纬度"\n[fields]\nname = "名称"\naddress = "地址"\n'
+        'opening_hours = "开放时间"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_xlsx_sheet_and_header_row_flags_and_sheet_row_numbers(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    path = _workbook(tmp_path, bad_row=True)
+    mapping = str(_excel_mapping(tmp_path))
+    report_path = tmp_path / "report.json"
+    done = run_cli(
+        fresh_db, "ingest", str(path), "--layer", "toilet", "--mapping", mapping,
+        "--sheet", "2", "--header-row", "2", "--report", str(report_path),
+    )  # fmt: skip
+    assert done.returncode == 1
+    report = json.loads(report_path.read_text())
+    # the bad record is on the sheet's row 6 (title, header, three rows): as Excel shows it
+    assert [(r["row"], r["field"]) for r in report["rejects"]] == [(6, "经度")]
+    assert report["row_numbers"].startswith("row = the sheet's row")
+    assert "sheet's row" in done.stderr
+    done = run_cli(
+        fresh_db, "ingest", str(path), "--layer", "toilet", "--mapping", mapping,
+        "--sheet", "公厕", "--skip-invalid",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    done = run_cli(fresh_db, "ingest", str(path), "--layer", "toilet", "--sheet", "说明")
+    assert done.returncode != 0 and "no such sheet" in done.stderr and "公厕" in done.stderr
+
+
+# --- encodings ------------------------------------------------------------------------------
+
+
+def _frame() -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame(
+        {"source_id": ["T-1", "T-2", "T-3"], "name": NAMES}, geometry=points(LON, LAT), crs=4326
+    )
+
+
+def test_gbk_shapefile_without_cpg(fresh_db: str, ingest: Ingest, tmp_path: Path) -> None:
+    path = tmp_path / "gbk.shp"
+    pyogrio.write_dataframe(_frame(), path, encoding="GBK")
+    path.with_suffix(".cpg").unlink()
+    dbf = path.with_suffix(".dbf")
+    data = bytearray(dbf.read_bytes())
+    data[29] = 0  # no code page: what Chinese GIS exports write
+    dbf.write_bytes(bytes(data))
+    report = ingest(fresh_db, path, layer="toilet", source="gbk")
+    assert report.outcome == "ok" and report.inserted == 3
+    assert [r["name"] for r in _stored(fresh_db, "gbk")] == NAMES
+
+
+def test_csv_encoding_flag(fresh_db: str, tmp_path: Path) -> None:
+    path = tmp_path / "big5.csv"
+    lines = ["id,name,lon,lat"] + [
+        f"B-{i},{n},{x},{y}" for i, (n, x, y) in enumerate(zip(NAMES, LON, LAT, strict=True))
+    ]
+    traditional = ["東門公廁", "翠竹智慧公廁", "羅湖口岸公廁"]
+    text = "\n".join(lines).replace(NAMES[0], traditional[0]).replace(NAMES[1], traditional[1])
+    text = text.replace(NAMES[2], traditional[2])
+    path.write_bytes(text.encode("big5"))
+    done = run_cli(
+        fresh_db, "ingest", str(path), "--layer", "toilet", "--source", "b5", "--encoding", "big5"
+    )
+    assert done.returncode == 0, done.stderr
+    assert [r["name"] for r in _stored(fresh_db, "b5")] == traditional
+
+
+# --- messages name the real source of a setting ----------------------------------------------
+
+
+def test_crs_flag_is_named_not_the_mapping(fresh_db: str, tmp_path: Path) -> None:
+    path = tmp_path / "f3.shp"
+    pyogrio.write_dataframe(_frame().to_crs(4547), path)
+    mapping = tmp_path / "f3.toml"
+    mapping.write_text('layer = "toilet"\n', encoding="utf-8")
+    done = run_cli(fresh_db, "ingest", str(path), "--mapping", str(mapping), "--crs", "gcj02")
+    assert done.returncode == 1
+    assert "--crs says gcj02" in done.stderr and "f3.toml" not in done.stderr
+    mapping.write_text('layer = "toilet"\n[geometry]\ncrs = "gcj02"\n', encoding="utf-8")
+    done = run_cli(fresh_db, "ingest", str(path), "--mapping", str(mapping))
+    assert "mapping f3.toml ([geometry] crs) says gcj02" in done.stderr
+
+
+def test_csv_rows_are_lines(fresh_db: str, tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("name,lon,lat\nA,114.12,22.55\nB,east,22.55\n", encoding="utf-8")
+    report_path = tmp_path / "r.json"
+    done = run_cli(fresh_db, "ingest", str(path), "--layer", "toilet", "--report", str(report_path))
+    assert done.returncode == 1
+    report = json.loads(report_path.read_text())
+    assert report["rejects"][0]["row"] == 3 and report["row_numbers"].startswith("row = the line")
+
+
+# --- the summary table ----------------------------------------------------------------------
+
+
+def test_summary_never_truncates_a_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    buffer = io.StringIO()
+    monkeypatch.setattr(console, "out", Console(file=buffer, width=80))
+    row = {"source": "facilities-1000000", "outcome": "ok", "read": 1_000_000,
+           "inserted": 1_000_000, "updated": 0, "unchanged": 0, "removed": 0, "rejected": 0,
+           "warnings": 123_456}  # fmt: skip
+    console.summary("ingest facilities.csv", [row])
+    text = buffer.getvalue()
+    assert "1,000,000" in text and "123,456" in text and "…" not in text
+    assert "outcome" in text and "inserted" in text
+    assert all(len(line) <= 80 for line in text.splitlines())
+    # a narrow table stays a table
+    buffer.seek(0)
+    buffer.truncate()
+    console.summary("small", [{"read": 3, "inserted": 3}])
+    assert "┃" in buffer.getvalue() or "│" in buffer.getvalue()
