@@ -19,6 +19,12 @@ What a tile holds and how it is kept so:
   load, a sensor reading, an opening or closing); ``If-None-Match`` gets 304.
   ``Cache-Control: max-age`` is at most ``MAX_AGE_S`` (``LIVE_MAX_AGE_S`` for layers with live
   status) and never reaches past the next opening/closing of any facility in the tile.
+- Each process keeps the tiles it built (``TileCache``, least recently used dropped first) with
+  the tile's version row (``_VERSION``: its facilities' count and a checksum of their ids,
+  statuses and content hashes; for live layers their sensors' stalls, last reading and how many
+  are online now) and the generation of the opening states. A request reads that row (one
+  index scan, nothing transformed or encoded) and gets the kept tile only while it is unchanged,
+  so a load or a sensor reading is seen by the very next request.
 """
 
 from __future__ import annotations
