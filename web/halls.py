@@ -316,12 +316,15 @@ async def window_page(
     settings: SettingsDep,
     lang: LangDep,
 ) -> HTMLResponse:
-    """The window's page: call next, call again, no-show, finish — all from the keyboard."""
+    """The window's page: call next, call again, no-show, finish — all from the keyboard; the
+    hall's evaluation figures per window, matter or hall, and its low-score alerts."""
     config = {
         "text": words("halls", lang),
         "next": f"/api/v1/staff/halls/{quote(hall_id)}/windows/{quote(window_id)}/next",
         "queue": f"/api/v1/staff/halls/{quote(hall_id)}/queue?window={quote(window_id)}",
         "tickets": "/api/v1/staff/tickets/",
+        "figures": f"/api/v1/staff/halls/evaluations?hall={quote(hall_id)}",
+        "lang": lang,
     }
     return _page("window.html", settings, lang, private=True, hall_id=hall_id,
                  window_id=window_id, config=orjson.dumps(config).decode())  # fmt: skip

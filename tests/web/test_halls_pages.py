@@ -99,6 +99,7 @@ def test_book_check_in_call_finish_and_rate_through_the_pages(
         expect(staff.locator("#message")).to_contain_text(number)
         staff.keyboard.press("1")
         expect(staff.locator("#current")).to_have_text("—")
+        expect(staff.locator("#figures-section")).to_be_visible()
         assert window.errors() == []
     finally:
         window.page.context.close()
@@ -112,6 +113,38 @@ def test_book_check_in_call_finish_and_rate_through_the_pages(
     expect(page.locator("#evaluation")).to_contain_text("<b>很快</b>")  # shown as text
     expect(page.locator("#progress li")).to_have_count(5)
     assert phone_page.errors() == []
+
+
+def test_window_page_shows_evaluation_figures_and_low_score_alerts(
+    browser: Browser, site: tuple[str, str]
+) -> None:
+    base, token = site
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base, headers=headers) as client:
+        ticket = client.post(f"/api/v1/halls/{OPEN_HALL}/tickets", json={"matter": MATTER}).json()
+        while (called := client.post(f"/api/v1/staff/halls/{OPEN_HALL}/windows/2/next")).json()[
+            "id"
+        ] != ticket["id"]:
+            client.post(f"/api/v1/staff/tickets/{called.json()['id']}/no-show")
+        client.post(f"/api/v1/staff/tickets/{ticket['id']}/finish", json={"outcome": "referred"})
+        rated = client.post(
+            f"/api/v1/cases/{ticket['code']}/evaluation", json={"score": 1, "comment": "太慢了"}
+        )
+        assert rated.status_code == 201
+    offline = open_offline_page(browser, locale="zh-CN", viewport={"width": 1280, "height": 800})
+    try:
+        page = offline.page
+        page.goto(f"{base}/staff/halls/{OPEN_HALL}/windows/2")
+        page.fill("#token", token)
+        page.keyboard.press("Enter")
+        expect(page.locator("#alerts")).to_contain_text("太慢了")
+        expect(page.locator("#alerts")).to_contain_text("非常不满意")
+        expect(page.locator("#figures tr").first).to_be_visible()
+        page.select_option("#group-by", "matter")
+        expect(page.locator("#figures")).to_contain_text(MATTER)
+        assert offline.errors() == []
+    finally:
+        page.context.close()
 
 
 def test_hall_page_updates_its_queue_by_itself(
