@@ -180,7 +180,9 @@ async def my_feed(
     """The resident's feed, newest first: ``{"items": [...]}``, each with its reason."""
     # what happened since the last fan-out reaches the feed before it is read; rows it just
     # wrote are read back from the primary (a standby may not have them yet)
-    written = await fan_out_async(primary, settings.residents.max_radius_m)
+    written = 0
+    if resident.events_pending:
+        written = await fan_out_async(primary, settings.residents.max_radius_m)
     items = await feed_page(
         primary if written else pool,
         resident.id, resident.lang, settings.service.public_url, limit, before,

@@ -104,7 +104,8 @@ INSERT INTO resident_sessions (token_hash, resident_id) VALUES (%(hash)s, %(resi
 _END_SESSION = "DELETE FROM resident_sessions WHERE token_hash = %(hash)s"
 _SESSION = """
 SELECT r.id, r.email, r.lang, r.recommendations, r.mail_digest, r.feed_key,
-       s.last_used_at < now() - interval '1 hour' AS stale
+       s.last_used_at < now() - interval '1 hour' AS stale,
+       EXISTS (SELECT 1 FROM resident_events WHERE fanned_out_at IS NULL) AS events_pending
 FROM resident_sessions s JOIN residents r ON r.id = s.resident_id
 WHERE s.token_hash = %(hash)s AND s.last_used_at > now() - make_interval(days => %(days)s)
 """
@@ -140,6 +141,8 @@ class Resident:
     recommendations: bool
     mail_digest: bool
     feed_key: str
+    #: events waiting for the fan-out when the session was checked (saves the feed a query)
+    events_pending: bool = True
 
 
 def _lang(value: str | None, settings: Settings) -> str:
@@ -272,8 +275,10 @@ async def resident_for_token(pool: Any, token: str, settings: Settings) -> Resid
             return None
         if row["stale"]:
             await conn.execute(_TOUCH, {"hash": digest, "id": row["id"]})
-    return Resident(int(row["id"]), str(row["email"]), str(row["lang"]),
-                    bool(row["recommendations"]), bool(row["mail_digest"]), str(row["feed_key"]))  # fmt: skip
+    return Resident(
+        int(row["id"]), str(row["email"]), str(row["lang"]), bool(row["recommendations"]),
+        bool(row["mail_digest"]), str(row["feed_key"]), bool(row["events_pending"]),
+    )  # fmt: skip
 
 
 async def optional_resident(
