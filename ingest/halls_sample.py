@@ -2,9 +2,10 @@
 
 Pure data, made up in the district's style from the sample's own facilities and catalogue
 (``ingest.sample``): the district hall (罗湖区政务服务中心, the sample's first hall), its four
-specialised halls (婚姻登记, 财政, 人力资源, 卫生监督; written as ``DIR/service_hall_specialised
-.geojson``, source ``sample-halls``, since the sample's hall layer has only the district and street
-halls) and the ten street halls. Windows serve groups of catalogue matters; slots of 15–30
+specialised halls (婚姻登记, 财政, 人力资源, 卫生监督; written as GeoJSON to
+``DIR/halls_facilities.json``, layer ``service_hall``, source ``sample-halls``: the sample's hall
+layer has only the district and street halls, and ``DIR/<layer>.geojson`` stays one file per
+layer) and the ten street halls. Windows serve groups of catalogue matters; slots of 15–30
 minutes; hours with the lunch break.
 
 The sample catalogue has no marriage-registration or finance matters, so those two halls handle
@@ -133,9 +134,9 @@ def specialised_halls() -> dict[str, Any]:
 
 
 def write_halls(out: Path) -> dict[Path, int]:
-    """Write ``halls.json`` and ``service_hall_specialised.geojson`` into `out`: path → rows."""
+    """Write ``halls.json`` and ``halls_facilities.json`` into `out`: path → rows."""
     out.mkdir(parents=True, exist_ok=True)
-    specialised = out / "service_hall_specialised.geojson"
+    specialised = out / "halls_facilities.json"
     features = specialised_halls()
     specialised.write_text(json.dumps(features, ensure_ascii=False, indent=1))
     halls = out / "halls.json"

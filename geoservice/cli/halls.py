@@ -69,7 +69,7 @@ def demo_halls(conn: Any, sample_dir: Path) -> None:
     """What `servicemap demo` loads after the catalogue: the specialised halls and halls.json."""
     ingest_file(
         conn,
-        sample_dir / "service_hall_specialised.geojson",
+        sample_dir / "halls_facilities.json",
         layer="service_hall",
         source=SPECIALISED_SOURCE,
     )

@@ -58,7 +58,7 @@ def load_halls_db(url: str, sample_dir: Path, tmp: Path) -> str:
     with connect(url) as conn:
         ingest_file(
             conn,
-            sample_dir / "service_hall_specialised.geojson",
+            sample_dir / "halls_facilities.json",
             layer="service_hall",
             source=SPECIALISED_SOURCE,
         )

@@ -83,6 +83,8 @@ def test_sample_writes_the_contract_files(tmp_path: Path) -> None:
         "service_hall.geojson",
         "toilet.geojson",
         "disclosures.json",
+        "halls.json",
+        "halls_facilities.json",
     }
     scaled = run("sample", "--out", str(tmp_path / "n"), "--scale", "2000", "--seed", "3")
     assert scaled.returncode == 0, scaled.stderr
