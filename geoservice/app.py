@@ -27,6 +27,7 @@ from web import halls as web_halls
 from web import me as web_me
 from web import pages, staff_page
 from web import routes as web_routes
+from web.csp import InlineScriptHashes
 
 logger = logging.getLogger("servicemap")
 
@@ -172,5 +173,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(web_halls.router)
     # sensors never read back what they post: their writes skip the read-your-writes marker
     app.add_middleware(ReadRouting, exempt=("/api/v1/sensors/",))
+    # pages' inline scripts allowed by hash in their Content-Security-Policy
+    app.add_middleware(InlineScriptHashes)
     app.add_middleware(BodyLimit, max_bytes=settings.service.max_body_bytes)
     return app

@@ -29,6 +29,7 @@ from geoservice.query.pages import facility_name
 from geoservice.settings import Settings
 from web.i18n import LANGUAGE_LABELS, OG_LOCALE, words
 from web.qr import facility_url, png, svg
+from web.routes import content_security_policy
 from web.templating import render
 
 router = APIRouter(include_in_schema=False)
@@ -177,7 +178,11 @@ async def facility_page(
             feature = await get_facility(conn, facility_id, settings)
             if feature is not None:
                 _, totals = await facility_disclosure_groups(conn, facility_id)
-    headers = {"Vary": "Accept-Language", "Cache-Control": "public, max-age=30"}
+    headers = {
+        "Vary": "Accept-Language",
+        "Cache-Control": "public, max-age=30",
+        "Content-Security-Policy": content_security_policy(settings),
+    }
     if feature is None:
         body = render(
             "facility.html", missing=True, lang=lang, facility_id=facility_id,

@@ -179,11 +179,13 @@ def rate(client: TestClient, facility: str, score: int, agent: str) -> int:
         json={"score": score},
         headers={"User-Agent": agent},
     )
-    return answer.status_code
+    return int(answer.status_code)
 
 
 def low_rating_alerts(env: Env) -> list[dict[str, Any]]:
-    answer = env.client.get("/api/v1/staff/alerts", params={"kind": "low_rating"}, headers=env.staff)
+    answer = env.client.get(
+        "/api/v1/staff/alerts", params={"kind": "low_rating"}, headers=env.staff
+    )
     assert answer.status_code == 200, answer.text
     alerts: list[dict[str, Any]] = answer.json()["alerts"]
     return alerts
@@ -282,3 +284,45 @@ def test_request_headers_are_bounded(env: Env) -> None:
     assert many.status_code == 431
     cookie = env.client.get("/", headers={"Cookie": "a=" + "x" * 40_000})
     assert cookie.status_code == 431
+
+
+def _script_src(policy: str) -> list[str]:
+    [directive] = [d.split() for d in policy.split(";") if d.split()[:1] == ["script-src"]]
+    return directive[1:]
+
+
+@pytest.mark.parametrize("path", ["/", "/staff", "/facilities/toilet-a", "/downloads"])
+def test_pages_allow_their_own_inline_scripts_by_hash_never_unsafe_inline(
+    env: Env, path: str
+) -> None:
+    import re
+
+    from web.csp import inline_script_hashes
+
+    answer = env.client.get(path)
+    assert answer.status_code == 200, answer.text
+    sources = _script_src(answer.headers["content-security-policy"])
+    assert "'unsafe-inline'" not in sources and sources[0] == "'self'"
+    inline = inline_script_hashes(answer.content)
+    assert sources[1:] == inline
+    if path != "/downloads":
+        assert inline, "the page carries an inline script"
+    # every inline script of the page is one of them: nothing else could run
+    for match in re.finditer(rb"<script\b([^>]*)>(.*?)</script>", answer.content, re.S):
+        if b"src=" not in match.group(1):
+            assert inline_script_hashes(match.group(0))[0] in sources
+
+
+def test_script_hashes_are_what_browsers_compute() -> None:
+    from web.csp import inline_script_hashes, with_script_hashes
+
+    page = b'<p>x</p><script src="/a.js"></script><SCRIPT type="module">\r\nrun()\r\n</script >'
+    # sha256 of "\nrun()\n" (CR LF read as LF), base64
+    assert inline_script_hashes(page) == ["'sha256-X8AAKgaI44zC2JgsZRJ4adpbl777tdE6qoD0mpUQwV4='"]
+    policy = "default-src 'self'; script-src 'self'; style-src 'self'"
+    assert with_script_hashes(policy, ["'sha256-x'"]) == (
+        "default-src 'self'; script-src 'self' 'sha256-x'; style-src 'self'"
+    )
+    assert with_script_hashes("default-src 'self'", ["'sha256-x'"]) == (
+        "default-src 'self'; script-src 'self' 'sha256-x'"
+    )
