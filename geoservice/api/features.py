@@ -74,6 +74,48 @@ def feature_collection(features: list[dict[str, Any]], **members: Any) -> dict[s
     return {"type": "FeatureCollection", "features": features, **members}
 
 
+#: JSON Schema of a GeoJSON geometry as the API writes it (WGS 84 lon/lat)
+GEOMETRY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "coordinates"],
+    "properties": {
+        "type": {"type": "string", "enum": ["Point", "Polygon", "MultiPolygon", "LineString"]},
+        "coordinates": {"type": "array"},
+    },
+}
+
+
+def feature_schema(properties: dict[str, Any] | None = None) -> dict[str, Any]:
+    """JSON Schema of a GeoJSON Feature whose properties include these (JSON Schemas by name)."""
+    return {
+        "type": "object",
+        "required": ["type", "geometry", "properties"],
+        "properties": {
+            "type": {"type": "string", "enum": ["Feature"]},
+            "id": {"type": ["string", "integer"]},
+            "geometry": {"anyOf": [GEOMETRY_SCHEMA, {"type": "null"}]},
+            "properties": {
+                "type": "object",
+                "properties": properties or {},
+                "required": sorted(properties or {}),
+            },
+        },
+    }
+
+
+def feature_collection_responses(properties: dict[str, Any] | None = None) -> dict[int | str, Any]:
+    """FastAPI ``responses`` documenting a 200 GeoJSON FeatureCollection of such features."""
+    schema = {
+        "type": "object",
+        "required": ["type", "features"],
+        "properties": {
+            "type": {"type": "string", "enum": ["FeatureCollection"]},
+            "features": {"type": "array", "items": feature_schema(properties)},
+        },
+    }
+    return {200: {"content": {"application/geo+json": {"schema": schema}}}}
+
+
 class GeoJSONResponse(Response):
     """A response already serialised with orjson, typed application/geo+json."""
 

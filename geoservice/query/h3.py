@@ -22,7 +22,12 @@ from psycopg import sql
 
 from geoservice.api.deps import BBoxDep, LayersDep, PrimaryPoolDep, SettingsDep
 from geoservice.api.errors import InvalidParameter, ServiceUnavailable
-from geoservice.api.features import GeoJSONResponse, feature_collection, json_response
+from geoservice.api.features import (
+    GeoJSONResponse,
+    feature_collection,
+    feature_collection_responses,
+    json_response,
+)
 from geoservice.toilets import live
 
 router = APIRouter(tags=["h3"])
@@ -243,6 +248,13 @@ async def h3_buckets(
     "/api/v1/h3",
     summary="Facilities per H3 cell as hexagon polygons",
     response_class=GeoJSONResponse,
+    responses=feature_collection_responses(
+        {
+            "h3": {"type": "string"},
+            "count": {"type": "integer", "minimum": 0},
+            "value": {"type": ["number", "null"]},
+        }
+    ),
 )
 async def h3_cells(
     pool: PrimaryPoolDep,  # a GET that writes: it computes queued facilities' cells first

@@ -24,6 +24,7 @@ from geoservice.api.features import (
     FEATURE_COLUMNS,
     GeoJSONResponse,
     feature_collection,
+    feature_collection_responses,
     json_response,
     to_feature,
 )
@@ -227,6 +228,14 @@ def _passes(row: dict[str, Any], filters: Filters, timezone: str, now: datetime)
     "/api/v1/nearest",
     summary="The k nearest facilities by geodesic (WGS 84 ellipsoid) distance",
     response_class=GeoJSONResponse,
+    responses=feature_collection_responses(
+        {
+            "distance_m": {"type": "number", "minimum": 0},
+            "layer": {"type": "string"},
+            "name": {"type": "string"},
+            "status": {"type": "string"},
+        }
+    ),
 )
 async def nearest(
     request: Request,

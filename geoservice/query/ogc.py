@@ -248,7 +248,11 @@ async def conformance(request: Request) -> Response:
     return cached_json(request, {"conformsTo": CONFORMANCE}, max_age=3600)
 
 
-@router.get("/api", summary="OpenAPI 3.0 definition of the OGC API")
+@router.get(
+    "/api",
+    summary="OpenAPI 3.0 definition of the OGC API",
+    responses={200: {"content": {OPENAPI: {"schema": {"type": "object"}}}}},
+)
 async def api_definition(request: Request, settings: SettingsDep) -> Response:
     """The OGC endpoints described in OpenAPI 3.0 (what GDAL and QGIS read for paging)."""
     body = openapi_document(_root(settings))
