@@ -123,6 +123,13 @@ async def _resolve(conn: Any, body: NewSubscription, max_radius_m: float) -> dic
     return values | {"target": body.id, "label": row["title" if body.kind == "matter" else "name"]}
 
 
+async def list_for(pool: Any, resident_id: int, lang: str) -> list[dict[str, Any]]:
+    """A resident's subscriptions as the API shows them, newest first."""
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(_LIST, {"r": resident_id})).fetchall()
+    return [subscription_json(r, lang) for r in rows]
+
+
 @router.post("/subscriptions", status_code=201)
 async def add_subscription(
     body: NewSubscription, resident: ResidentDep, pool: PrimaryPoolDep, settings: SettingsDep
@@ -144,9 +151,7 @@ async def list_subscriptions(
     resident: ResidentDep, pool: PrimaryPoolDep
 ) -> dict[str, list[dict[str, Any]]]:
     """Everything the resident follows, newest first."""
-    async with pool.connection() as conn:
-        rows = await (await conn.execute(_LIST, {"r": resident.id})).fetchall()
-    return {"subscriptions": [subscription_json(r, resident.lang) for r in rows]}
+    return {"subscriptions": await list_for(pool, resident.id, resident.lang)}
 
 
 @router.get("/subscriptions/{subscription_id}")
