@@ -1,7 +1,7 @@
 """Bookings over HTTP vs pgbench inserting booking rows with the same constraint, same run.
 
 1. A fresh database (own name, dropped at the end) with the sample's halls and catalogue; one
-   hall open 24/7 with 15-minute slots and 500 places per slot.
+   hall open 24/7 with 15-minute slots and 1,000 places per slot (the most a set-up allows).
 2. Baseline: pgbench (32 clients, the service's 2 × 16 pooled connections) runs the booking
    statement itself — the slot upsert ``… ON CONFLICT DO UPDATE SET booked = booked + 1 WHERE
    booked < capacity`` with the case row and its event — on 20 slots of another matter, before
@@ -44,7 +44,7 @@ from ingest.sample import write_sample
 CLIENTS = 200
 DB_CLIENTS = 32
 SLOTS = 20
-CAPACITY = 500
+CAPACITY = 1000
 TARGET = 0.3
 ZONE = "Asia/Shanghai"
 HALL = facility_id("sample", "LH-SERVICE_HALL-00002")
