@@ -18,8 +18,10 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
+from geoservice.api.auth import new_token, token_hash
 from geoservice.app import create_app
 from geoservice.db.connection import connect
+from geoservice.residents.signin import RESIDENT_PREFIX
 from geoservice.toilets.admin import add_device, add_staff
 from tests.geoservice.toilet_support import add_facilities, auth, toilet_settings
 
@@ -55,6 +57,7 @@ class Env:
     client: TestClient
     staff: dict[str, str]
     device: dict[str, str]
+    resident: dict[str, str]
 
 
 @pytest.fixture
@@ -63,9 +66,25 @@ def env(fresh_db: str) -> Iterator[Env]:
     with connect(fresh_db, autocommit=True) as conn:
         staff_token = add_staff(conn, "adversary-test")
         _, device_token = add_device(conn, "toilet-a", 2)
+        resident_token = signed_in_resident(conn)
     app = create_app(toilet_settings(fresh_db))
     with TestClient(app, raise_server_exceptions=False) as client:
-        yield Env(fresh_db, client, auth(staff_token), auth(device_token))
+        yield Env(fresh_db, client, auth(staff_token), auth(device_token), auth(resident_token))
+
+
+def signed_in_resident(conn: Any) -> str:
+    """A resident's session token, stored as `POST /api/v1/residents/verify` stores one."""
+    resident = conn.execute(
+        "INSERT INTO residents (email, lang, consent_version, feed_key, mail_key)"
+        " VALUES ('adversary@example.org', 'en', '1', 'feed-key-adversary', 'mail-key-adversary')"
+        " RETURNING id"
+    ).fetchone()
+    token = new_token(RESIDENT_PREFIX)
+    conn.execute(
+        "INSERT INTO resident_sessions (token_hash, resident_id) VALUES (%s, %s)",
+        (token_hash(token), resident["id"]),
+    )
+    return token
 
 
 def api_routes(app: FastAPI) -> list[APIRoute]:
@@ -131,6 +150,8 @@ def test_every_route_answers_a_nul_byte_in_any_parameter_with_404_or_422(env: En
     failures = []
     for method, url, query, body in cases:
         headers = env.device if url.startswith("/api/v1/sensors") else env.staff
+        if url.startswith("/api/v1/me"):
+            headers = env.resident
         env.client.cookies.clear()
         answer = env.client.request(method, url, params=query, json=body, headers=headers)
         # an unknown id is a 404, a bad value a 422 (OGC: a bad CQL2 filter a 400); a query
