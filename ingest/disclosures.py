@@ -341,21 +341,40 @@ def validate_catalogue(raw: RawCatalogue, existing_matters: Iterable[str] = ()) 
     return out
 
 
+def _records(
+    check: _Checker, rows: list[tuple[int, Mapping[str, Any]]], seen: dict[str, int]
+) -> Iterator[tuple[int, Mapping[str, Any], str | None]]:
+    """(row, record, its id) of each row that is a JSON object; the others are reported."""
+    for row, rec in rows:
+        if not _not_object(check, row, rec):
+            yield row, rec, _id(check, row, rec, seen)
+
+
+def _one_of(
+    check: _Checker,
+    row: int,
+    rid: str | None,
+    rec: Mapping[str, Any],
+    field: str,
+    allowed: Mapping[str, Any],
+) -> str | None:
+    """A required key that must be one of `allowed` (reported and None otherwise)."""
+    value = check.text(row, rid, rec, field, MAX_ID, required=True)
+    if value is not None and value not in allowed:
+        check.add(row, rid, field, value, f"must be one of {', '.join(allowed)}")
+        return None
+    return value
+
+
 def _valid_matters(
     check: _Checker, rows: list[tuple[int, Mapping[str, Any]]]
 ) -> tuple[list[dict[str, Any]], set[str]]:
     """The valid matters, and every matter id the file names (valid rows or not)."""
     valid: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
-    for row, rec in rows:
-        if _not_object(check, row, rec):
-            continue
-        rid = _id(check, row, rec, seen)
+    for row, rec, rid in _records(check, rows, seen):
         title = check.text(row, rid, rec, "title", MAX_TITLE, required=True)
-        domain = check.text(row, rid, rec, "domain", MAX_ID, required=True)
-        if domain is not None and domain not in DOMAINS:
-            check.add(row, rid, "domain", domain, f"must be one of {', '.join(DOMAINS)}")
-            domain = None
+        domain = _one_of(check, row, rid, rec, "domain", DOMAINS)
         matter = {
             "id": rid,
             "title": title,
@@ -375,15 +394,9 @@ def _valid_documents(
     valid: list[dict[str, Any]] = []
     pairs: list[tuple[str, str]] = []
     seen: dict[str, int] = {}
-    for row, rec in rows:
-        if _not_object(check, row, rec):
-            continue
-        rid = _id(check, row, rec, seen)
+    for row, rec, rid in _records(check, rows, seen):
         title = check.text(row, rid, rec, "title", MAX_TITLE, required=True)
-        category = check.text(row, rid, rec, "category", MAX_ID, required=True)
-        if category is not None and category not in CATEGORIES:
-            check.add(row, rid, "category", category, f"must be one of {', '.join(CATEGORIES)}")
-            category = None
+        category = _one_of(check, row, rid, rec, "category", CATEGORIES)
         before = len(check.problems)
         document = {
             "id": rid,
