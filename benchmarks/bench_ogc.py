@@ -110,8 +110,8 @@ def tipg_python() -> Path:
 
 
 @contextmanager
-def serve_tipg(url: str, workers: int = 2) -> Iterator[str]:
-    """tipg (uvicorn, N workers) over `url`; yields its base URL."""
+def serve_tipg(url: str, workers: int = 2, **settings: str) -> Iterator[str]:
+    """tipg (uvicorn, N workers) over `url`, with extra TIPG_ settings; yields its base URL."""
     port = free_port()
     env = {
         **os.environ,
@@ -122,6 +122,7 @@ def serve_tipg(url: str, workers: int = 2) -> Iterator[str]:
         # pools opened in full at start-up (as ours): no connects during the measured run
         "DB_MIN_CONN_SIZE": "16",
         "DB_MAX_CONN_SIZE": "16",
+        **settings,
     }
     process = subprocess.Popen(
         [str(tipg_python()), "-m", "uvicorn", "tipg.main:app", "--host", "127.0.0.1",

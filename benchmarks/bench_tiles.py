@@ -11,15 +11,11 @@ computes ``open_now``), the same 64-unit buffer and no feature cap (its default 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from benchmarks.bench_nearest import free_port, scaled_database, serve, stop, wait_ready
+from benchmarks.bench_nearest import scaled_database, serve
 from benchmarks.bench_nearest import wrk as run_wrk
-from benchmarks.bench_ogc import tipg_python
+from benchmarks.bench_ogc import serve_tipg, tipg_python
 
 TARGET = 1.5
 LAYER = "toilet"
@@ -59,40 +55,13 @@ def options(description: str) -> argparse.Namespace:
     return args
 
 
-@contextmanager
-def serve_tipg(url: str, workers: int = 2) -> Iterator[str]:
-    """tipg (uvicorn, N workers) over `url`, tiles as ours: 64-unit buffer, no feature cap."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "TIPG_DB_SCHEMAS": '["public"]',
-        "TIPG_DB_TABLES": '["public.facilities"]',
-        "TIPG_MAX_FEATURES_PER_TILE": "10000000",
-        "TIPG_TILE_BUFFER": "64",
-        "DB_MIN_CONN_SIZE": "16",
-        "DB_MAX_CONN_SIZE": "16",
-    }
-    process = subprocess.Popen(
-        [str(tipg_python()), "-m", "uvicorn", "tipg.main:app", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", str(workers), "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, process, path="/collections", timeout_s=120)
-        yield base
-    finally:
-        stop(process)
-
-
 def main() -> None:
     args = options(__doc__ or "")
     tipg_python()
     ours, theirs = WRK_TILES.format(path=OURS), WRK_TILES.format(path=TIPG)
     with scaled_database(args.rows, "tiles") as url:
-        with serve_tipg(url) as base:
+        # tiles as ours: 64-unit buffer, no feature cap
+        with serve_tipg(url, TIPG_MAX_FEATURES_PER_TILE="10000000", TIPG_TILE_BUFFER="64") as base:
             run_wrk(base, theirs, 3)
             tipg_rps, tipg_p99 = run_wrk(base, theirs, args.seconds)
         with serve(url) as base:
