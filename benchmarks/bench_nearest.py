@@ -59,25 +59,29 @@ def free_port() -> int:
 def scaled_database(rows: int, tag: str) -> Iterator[str]:
     """A new database holding `rows` scaled-sample facilities (dropped afterwards)."""
     from benchmarks.common import own_database
-    from ingest.sample import write_scaled
 
     with own_database(tag) as url:
-        with tempfile.TemporaryDirectory() as tmp:
-            started = time.perf_counter()
-            files = write_scaled(Path(tmp), rows)
-            subprocess.run(
-                [str(ROOT / ".venv/bin/servicemap"), "ingest", str(files["gpkg"]),
-                 "--layer-field", "layer", "--source", "scale"],
-                env={**os.environ, "DATABASE_URL": url},
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )  # fmt: skip
-            print(
-                f"loaded {rows:,} facilities in {time.perf_counter() - started:.0f} s", flush=True
-            )
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("VACUUM ANALYZE")
+        started = time.perf_counter()
+        load_scaled(url, rows)
+        print(f"loaded {rows:,} facilities in {time.perf_counter() - started:.0f} s", flush=True)
         yield url
+
+
+def load_scaled(url: str, rows: int) -> None:
+    """`rows` scaled-sample facilities loaded into `url` with `servicemap ingest`, analysed."""
+    from ingest.sample import write_scaled
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = write_scaled(Path(tmp), rows)
+        subprocess.run(
+            [str(ROOT / ".venv/bin/servicemap"), "ingest", str(files["gpkg"]),
+             "--layer-field", "layer", "--source", "scale"],
+            env={**os.environ, "DATABASE_URL": url},
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
 
 
 def sync_h3(url: str) -> None:

@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import os
 
-from benchmarks.bench_nearest import arguments, scaled_database, serve, sync_h3, wrk
+from benchmarks.bench_nearest import (
+    WRK_NEAREST,
+    arguments,
+    scaled_database,
+    serve,
+    sync_h3,
+    wrk,
+)
 
 TARGET = 2.0
-
-WRK_NEAR = """
-math.randomseed(os.time())
-request = function()
-  local lon = 114.09 + math.random() * 0.14
-  local lat = 22.52 + math.random() * 0.10
-  return wrk.format("GET", string.format("/api/v1/nearest?lat=%.6f&lon=%.6f&k=5&layer={layer}", lat, lon))
-end
-"""
 
 WRK_FAR = """
 math.randomseed(os.time())
@@ -45,9 +43,9 @@ def main() -> None:
     with scaled_database(args.rows, "nearest_far") as url:
         sync_h3(url)  # what the first /api/v1/h3 or a CLI load's derive step does
         with serve(url) as base:
-            wrk(base, WRK_NEAR.format(layer=layer), 3)  # warm up both paths
+            wrk(base, WRK_NEAREST.format(layer=layer), 3)  # warm up both paths
             wrk(base, WRK_FAR.format(layer=layer), 3)
-            near_rps, near_p99 = wrk(base, WRK_NEAR.format(layer=layer), args.seconds)
+            near_rps, near_p99 = wrk(base, WRK_NEAREST.format(layer=layer), args.seconds)
             far_rps, far_p99 = wrk(base, WRK_FAR.format(layer=layer), args.seconds)
     ratio = far_p99 / near_p99
     print(f"rows: {args.rows:,}; layer: {layer}; k=5; 32 clients; 2 workers")

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,7 +33,7 @@ from pathlib import Path
 import orjson
 import psycopg
 
-from benchmarks.bench_nearest import ROOT, WRK_NEAREST, free_port, serve, stop, wrk
+from benchmarks.bench_nearest import WRK_NEAREST, free_port, load_scaled, serve, stop, wrk
 from benchmarks.bench_sensors import BATCH, DEVICES, make_readings, post_all, start_server
 from geoservice.db.cluster import Cluster
 from geoservice.db.connection import check_database, connect
@@ -54,8 +52,6 @@ SENSOR_READINGS = 200_000
 @contextmanager
 def primary_and_standby(rows: int) -> Iterator[tuple[str, str]]:
     """(primary URL, standby URL) of a cluster of our own holding `rows` facilities."""
-    from ingest.sample import write_scaled
-
     root = Path(tempfile.mkdtemp(prefix="bench_replicas_"))
     primary = Cluster(DatabaseSettings(data_dir=root / "pg", port=free_port(), name="bench"))
     try:
@@ -63,17 +59,7 @@ def primary_and_standby(rows: int) -> Iterator[tuple[str, str]]:
         check_database(url)
         upgrade(url)
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory() as tmp:
-            files = write_scaled(Path(tmp), rows)
-            subprocess.run(
-                [str(ROOT / ".venv/bin/servicemap"), "ingest", str(files["gpkg"]),
-                 "--layer-field", "layer", "--source", "scale"],
-                env={**os.environ, "DATABASE_URL": url},
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )  # fmt: skip
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("VACUUM ANALYZE")
+        load_scaled(url, rows)
         print(f"loaded {rows:,} facilities in {time.perf_counter() - started:.0f} s", flush=True)
         started = time.perf_counter()
         standby = Standbys(primary).add()
