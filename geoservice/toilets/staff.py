@@ -124,8 +124,10 @@ async def list_ratings(
     conditions = [sql.SQL("f.layer = ANY(%(layers)s)")]
     params: dict[str, Any] = {"layers": layers, "limit": limit, "offset": offset}
     if bbox is not None:
+        # ST_Intersects, not `&&` alone: `&&` compares float4 boxes rounded outwards, so it
+        # takes points up to ~1 m beyond the box's edges (edges themselves are inside)
         conditions.append(
-            sql.SQL("f.geom && ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, 4326)")
+            sql.SQL("ST_Intersects(f.geom, ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, 4326))")
         )
         params.update(zip(("x0", "y0", "x1", "y1"), bbox, strict=True))
     if cell is not None:

@@ -105,6 +105,35 @@ def test_ratings_worst_or_recent_first_with_filters(env: Env) -> None:
 
 
 @pytest.mark.parametrize(
+    "bbox",
+    [
+        "114.110001,22.54,114.115,22.55",  # 0.1 m east of toilet-b's west edge
+        "114.105,22.545001,114.115,22.55",  # 0.1 m north of it
+        "114.1,22.53,114.109999,22.544999",  # its north-east corner 0.1 m south-west of it
+    ],
+)
+def test_a_bbox_takes_no_point_just_outside(env: Env, bbox: str) -> None:
+    # `&&` alone compares float4 boxes rounded outwards: these boxes "overlap" toilet-b
+    # (114.11, 22.545), which lies outside each by about 0.1 m
+    rate(env, "toilet-b", 1, "b")
+    x0, y0, x1, y1 = (float(v) for v in bbox.split(","))
+    with connect(env.url) as conn:
+        row = conn.execute(
+            "SELECT geom && ST_MakeEnvelope(%s, %s, %s, %s, 4326) AS overlaps,"
+            " ST_X(geom) AS lon, ST_Y(geom) AS lat FROM facilities WHERE id = 'toilet-b'",
+            (x0, y0, x1, y1),
+        ).fetchone()
+    assert row is not None and row["overlaps"]  # the imprecision this guards against
+    assert not (x0 <= row["lon"] <= x1 and y0 <= row["lat"] <= y1)
+    boxed = env.client.get(f"/api/v1/staff/ratings?bbox={bbox}", headers=env.staff)
+    assert boxed.status_code == 200 and boxed.json()["ratings"] == []
+    # a box whose edge passes exactly through the point holds it
+    edge = f"114.11,22.54,114.115,{row['lat']}"
+    on_edge = env.client.get(f"/api/v1/staff/ratings?bbox={edge}", headers=env.staff).json()
+    assert [r["facility_id"] for r in on_edge["ratings"]] == ["toilet-b"]
+
+
+@pytest.mark.parametrize(
     ("query", "name"),
     [
         ("sort=best", "sort"),
