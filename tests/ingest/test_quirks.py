@@ -10,6 +10,7 @@ write it.
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 from pathlib import Path
@@ -19,10 +20,12 @@ import openpyxl
 import prcoords
 import pyogrio
 import pytest
+import xlwt
 from rich.console import Console
 from shapely import points
 
 from geoservice.cli import console
+from ingest.readers import detect_format, open_source
 from tests.ingest.conftest import Ingest
 from tests.ingest.util import rows, run_cli
 
@@ -152,6 +155,77 @@ def test_xlsx_with_explanation_sheet_and_title_row(fresh_db: str, tmp_path: Path
     assert [r["name"] for r in stored] == NAMES
     for r, lon, lat in zip(stored, LON, LAT, strict=True):
         assert (r["lon"], r["lat"]) == pytest.approx((lon, lat), abs=1e-9)
+
+
+def _xls_workbook(tmp_path: Path) -> Path:
+    """An Excel 97-2003 .xls as older bureau systems still export it (written with xlwt).
+
+    An explanation sheet first, a title merged over the header, Chinese headers, ids that the
+    binary format stores as floats (60001449.0) and a date column.
+    """
+    book = xlwt.Workbook(encoding="utf-8")
+    notes = book.add_sheet("填表说明")
+    notes.write(0, 0, "本表由罗湖区城管局提供，坐标为 WGS84。")
+    notes.write(1, 0, "字段说明：名称、地址、经度、纬度")
+    data = book.add_sheet("公厕")
+    data.write_merge(0, 0, 0, 6, "罗湖区公共厕所一览表（2024 年）")
+    data.write(1, 0, "填报单位：罗湖区城市管理和综合执法局")  # a note row under the title
+    for j, header in enumerate(["编号", "名称", "地址", "经度", "纬度", "开放时间", "更新日期"]):
+        data.write(2, j, header)
+    dated = xlwt.easyxf(num_format_str="YYYY-MM-DD")
+    for i, (name, lon, lat) in enumerate(zip(NAMES, LON, LAT, strict=True)):
+        cells = [60001449 + i, name, f"罗湖区{i + 1}号", lon, lat, "周一至周日 06:00-23:00"]
+        for j, value in enumerate(cells):
+            data.write(3 + i, j, value)
+        data.write(3 + i, 6, datetime.date(2024, 3, 1 + i), dated)
+    path = tmp_path / "toilets.xls"
+    book.save(str(path))
+    return path
+
+
+def test_xls_with_explanation_sheet_and_merged_title(fresh_db: str, tmp_path: Path) -> None:
+    path = _xls_workbook(tmp_path)
+    assert detect_format(path) == "excel"
+    report_path = tmp_path / "report.json"
+    done = run_cli(
+        fresh_db, "ingest", str(path), "--layer", "toilet", "--source", "xls",
+        "--mapping", str(_excel_mapping(tmp_path)), "--report", str(report_path),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(report_path.read_text())
+    assert (report["format"], report["sheet"], report["inserted"]) == ("excel", "公厕", 3)
+    stored = _stored(fresh_db, "xls")
+    # 编号 is the id although the mapping does not name it, and 60001449.0 reads as 60001449
+    assert [r["source_id"] for r in stored] == ["60001449", "60001450", "60001451"]
+    assert [r["name"] for r in stored] == NAMES
+    assert [r["address"] for r in stored] == ["罗湖区1号", "罗湖区2号", "罗湖区3号"]
+    assert {r["opening_hours_raw"] for r in stored} == {"周一至周日 06:00-23:00"}
+    for r, lon, lat in zip(stored, LON, LAT, strict=True):
+        assert (r["lon"], r["lat"]) == pytest.approx((lon, lat), abs=1e-9)
+
+
+def test_xls_sheet_and_header_row_flags(fresh_db: str, tmp_path: Path) -> None:
+    path = _xls_workbook(tmp_path)
+    source = open_source(path, sheet="公厕", header_row=3)
+    assert source.columns[:2] == ["编号", "名称"] and source.total == 3
+    chunk = next(source.chunks())
+    assert chunk.frame["更新日期"].tolist()[0] == datetime.datetime(2024, 3, 1)
+    assert chunk.frame["编号"].tolist() == [60001449, 60001450, 60001451]
+    assert chunk.rows.tolist() == [4, 5, 6]  # the sheet's row numbers, as Excel shows them
+    # the header found by itself under the merged title and the note row: the same table
+    assert open_source(path).options == {"sheet": "公厕", "header_row": 3}
+    report_path = tmp_path / "report.json"
+    done = run_cli(
+        fresh_db, "ingest", str(path), "--layer", "toilet", "--source", "xls",
+        "--mapping", str(_excel_mapping(tmp_path)), "--sheet", "2", "--header-row", "3",
+        "--report", str(report_path),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(report_path.read_text())["inserted"] == 3
+    # the explanation sheet has no table: asked for, it says so and names the flag to use
+    done = run_cli(fresh_db, "ingest", str(path), "--layer", "toilet", "--sheet", "填表说明")
+    assert done.returncode != 0 and "no header row" in done.stderr
+    assert "--header-row" in done.stderr
 
 
 def _excel_mapping(tmp_path: Path) -> Path:
