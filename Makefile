@@ -6,13 +6,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PG_MAJOR ?= 15
 # What the project needs from Debian, as "what to look for:package providing it": PostgreSQL +
-# PostGIS (embedded cluster), Chromium + CJK fonts (browser tests and their screenshots), GDAL's tools (the OGC client test),
-# npm (front-end assets; Debian's npm brings nodejs), wrk (HTTP benchmarks). A path is checked
-# for existence, a bare name on PATH — so a Node.js from elsewhere counts as installed.
+# PostGIS (embedded cluster), Chromium + CJK fonts (browser tests and their screenshots), GDAL's
+# tools and QGIS's Python bindings (the OGC client tests), npm (front-end assets; Debian's npm
+# brings nodejs), wrk (HTTP benchmarks). A path is checked for existence, a bare name on PATH —
+# so a Node.js from elsewhere counts as installed.
 NEEDS := /usr/lib/postgresql/$(PG_MAJOR)/bin/pg_ctl:postgresql-$(PG_MAJOR) \
 	/usr/share/postgresql/$(PG_MAJOR)/extension/postgis.control:postgresql-$(PG_MAJOR)-postgis-3 \
 	/usr/bin/chromium:chromium /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc:fonts-noto-cjk \
-	ogrinfo:gdal-bin npm:npm wrk:wrk
+	ogrinfo:gdal-bin npm:npm wrk:wrk /usr/lib/python3/dist-packages/qgis/core/__init__.py:python3-qgis
 
 .PHONY: install system python assets run test lint bench clean
 

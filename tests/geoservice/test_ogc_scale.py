@@ -2,14 +2,15 @@
 
 The database is loaded the way a GIS user loads it (``servicemap ingest`` of the scaled
 sample, which ends with H3 cells and ANALYZE), then read over HTTP by GDAL's OAPIF driver —
-the ``ogr2ogr`` on the PATH and the GDAL inside pyogrio — and by OWSLib, with and without a
-bbox. The server counts exactly up to a small cap here (500, set in its process), so both ways
+the ``ogr2ogr`` on the PATH and the GDAL inside pyogrio —, by OWSLib and by QGIS's own OAPIF
+provider (Debian's python3-qgis, headless), with and without a bbox. The server counts exactly up to a small cap here (500, set in its process), so both ways
 of ending a read are exercised: a ``numberMatched`` that is exact (whole layers, from
 ``h3_counts``) and none at all (large bboxes and filters: clients follow ``next``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -208,3 +209,33 @@ def test_pending_cells_never_give_a_wrong_count(make_db: Callable[[], str], tmp_
             assert pending is not None and pending[0] == 25
         assert matched() == _db_count(url, "toilet")  # counted from the rows themselves
         assert matched(bbox=",".join(map(str, BBOX))) == _db_count(url, "toilet", BBOX)
+
+
+QGIS_PYTHON = "/usr/bin/python3"  # Debian's python3-qgis (installed by `make install`)
+QGIS_CLIENT = Path(__file__).parents[1] / "qgis_client.py"
+
+
+def _qgis_read(
+    server: str, home: Path, layer: str, bbox: tuple[float, ...] | None = None
+) -> dict[str, int]:
+    """What QGIS's own OAPIF provider (not GDAL's) reads of a layer, optionally in a box."""
+    done = subprocess.run(
+        [QGIS_PYTHON, str(QGIS_CLIENT), f"{server}/ogc", layer, *map(str, bbox or ())],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "HOME": str(home)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    result: dict[str, int] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_qgis_reads_every_feature(scale_server: str, scale_db: str, tmp_path: Path) -> None:
+    # QGIS's OAPIF provider is its own code, not GDAL's: a second, independent client
+    for layer in LAYERS:
+        got = _qgis_read(scale_server, tmp_path, layer)
+        expected = _db_count(scale_db, layer)
+        assert got["read"] == got["ids"] == got["reported"] == expected, (layer, got)
+    for layer in ("toilet", "school"):
+        got = _qgis_read(scale_server, tmp_path, layer, BBOX)
+        expected = _db_count(scale_db, layer, BBOX)
+        assert expected > CAP  # more than the server counts: QGIS must follow `next`
+        assert got["read"] == got["ids"] == expected, (layer, got)
