@@ -626,5 +626,6 @@ def openapi_document(root: str) -> dict[str, Any]:
                     "responses": {"200": response("feature", GEOJSON), **errors},
                 }
             },
+            **tiles.openapi_paths(collection_id, errors),
         },
     }

@@ -418,6 +418,68 @@ def _vector_layer(layer: layers.Layer) -> dict[str, Any]:
     }
 
 
+def openapi_paths(collection_id: dict[str, Any], errors: dict[str, Any]) -> dict[str, Any]:
+    """The tile endpoints as OpenAPI 3.0 paths of /ogc/api (relative to /ogc)."""
+
+    def response(description: str) -> dict[str, Any]:
+        return {"description": description, "content": {JSON: {"schema": {"type": "object"}}}}
+
+    def path(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"name": name, "in": "path", "required": True, "schema": schema}
+
+    errors = {code: errors[code] for code in ("404", "422") if code in errors}
+    tms = path("tileMatrixSetId", {"type": "string", "enum": [TMS_ID]})
+    return {
+        "/tileMatrixSets": {
+            "get": {
+                "operationId": "tileMatrixSets",
+                "responses": {"200": response("tile matrix sets")},
+            }
+        },
+        "/tileMatrixSets/{tileMatrixSetId}": {
+            "get": {
+                "operationId": "tileMatrixSet",
+                "parameters": [tms],
+                "responses": {"200": response("a tile matrix set"), **errors},
+            }
+        },
+        "/collections/{collectionId}/tiles": {
+            "get": {
+                "operationId": "tilesets",
+                "parameters": [collection_id],
+                "responses": {"200": response("the collection's vector tilesets"), **errors},
+            }
+        },
+        "/collections/{collectionId}/tiles/{tileMatrixSetId}": {
+            "get": {
+                "operationId": "tileset",
+                "parameters": [collection_id, tms],
+                "responses": {"200": response("a tileset"), **errors},
+            }
+        },
+        "/collections/{collectionId}/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}": {
+            "get": {
+                "operationId": "tile",
+                "parameters": [
+                    collection_id,
+                    tms,
+                    path("tileMatrix", {"type": "integer", "minimum": 0, "maximum": MAX_ZOOM}),
+                    path("tileRow", {"type": "integer", "minimum": 0}),
+                    path("tileCol", {"type": "integer", "minimum": 0}),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "a Mapbox Vector Tile (empty when nothing is in it)",
+                        "content": {MVT: {"schema": {"type": "string", "format": "binary"}}},
+                    },
+                    "304": {"description": "not modified (If-None-Match)"},
+                    **errors,
+                },
+            }
+        },
+    }
+
+
 THINNING = (
     f"From zoom {DETAIL_ZOOM} every facility inside the tile (and within {BUFFER}/{EXTENT} of a "
     f"tile's side beyond its edge) is a feature. Below zoom {DETAIL_ZOOM} facilities are "

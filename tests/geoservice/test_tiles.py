@@ -178,6 +178,22 @@ def test_metadata_and_links(client: TestClient) -> None:
     assert "stalls_free" in live["layers"][0]["propertiesSchema"]["properties"]
 
 
+def test_the_ogc_api_definition_lists_every_ogc_route(client: TestClient) -> None:
+    document = client.get("/ogc/api").json()
+    routes = {
+        route.path.removeprefix("/ogc") or "/"
+        for route in client.app.routes  # type: ignore[attr-defined]
+        if getattr(route, "path", "").startswith("/ogc") and route.path != "/ogc/api"
+    }
+    assert routes <= set(document["paths"])
+    tile = document["paths"][
+        "/collections/{collectionId}/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}"
+    ]["get"]
+    assert MVT in tile["responses"]["200"]["content"]
+    names = [p["name"] for p in tile["parameters"]]
+    assert names == ["collectionId", "tileMatrixSetId", "tileMatrix", "tileRow", "tileCol"]
+
+
 def test_errors(client: TestClient) -> None:
     assert client.get(tile_url("zoo", 14, 0, 0)).status_code == 404
     assert client.get("/ogc/collections/toilet/tiles/WorldCRS84Quad/1/0/0").status_code == 404
