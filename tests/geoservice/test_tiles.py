@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import subprocess
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from geoservice.app import create_app
-from geoservice.db.connection import connect
+from geoservice.db.connection import connect, create_pool
 from geoservice.query.tiles import BUFFER, DETAIL_ZOOM, EXTENT, GRID, MVT
 from geoservice.toilets.admin import add_device
 from ingest.pipeline import ingest_file
@@ -192,6 +193,23 @@ def test_the_ogc_api_definition_lists_every_ogc_route(client: TestClient) -> Non
     assert MVT in tile["responses"]["200"]["content"]
     names = [p["name"] for p in tile["parameters"]]
     assert names == ["collectionId", "tileMatrixSetId", "tileMatrix", "tileRow", "tileCol"]
+
+
+def test_the_service_pool_runs_without_jit(sample_db: str) -> None:
+    # a dense tile's plan costs more than jit_above_cost: compiling it would cost more than it saves
+    async def settings_seen() -> dict[str, Any]:
+        pool = create_pool(sample_db, settings_for(sample_db).db)
+        await pool.open()
+        try:
+            async with pool.connection() as conn:
+                cursor = await conn.execute("SELECT current_setting('jit') AS jit")
+                row = await cursor.fetchone()
+                assert row is not None
+                return dict(row)
+        finally:
+            await pool.close()
+
+    assert asyncio.run(settings_seen()) == {"jit": "off"}
 
 
 def test_errors(client: TestClient) -> None:
