@@ -215,17 +215,22 @@ QGIS_PYTHON = "/usr/bin/python3"  # Debian's python3-qgis (installed by `make in
 QGIS_CLIENT = Path(__file__).parents[1] / "qgis_client.py"
 
 
-def _qgis_read(
-    server: str, home: Path, layer: str, bbox: tuple[float, ...] | None = None
-) -> dict[str, int]:
-    """What QGIS's own OAPIF provider (not GDAL's) reads of a layer, optionally in a box."""
+def _qgis(home: Path, *args: str) -> dict[str, Any]:
+    """Run tests/qgis_client.py with Debian's Python (QGIS's own providers, not GDAL's)."""
     done = subprocess.run(
-        [QGIS_PYTHON, str(QGIS_CLIENT), f"{server}/ogc", layer, *map(str, bbox or ())],
+        [QGIS_PYTHON, str(QGIS_CLIENT), *args],
         capture_output=True, text=True, timeout=600, env={**os.environ, "HOME": str(home)},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    result: dict[str, int] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def _qgis_read(
+    server: str, home: Path, layer: str, bbox: tuple[float, ...] | None = None
+) -> dict[str, Any]:
+    """What QGIS's OAPIF provider reads of a layer, optionally in a box."""
+    return _qgis(home, "features", f"{server}/ogc", layer, *map(str, bbox or ()))
 
 
 def test_qgis_reads_every_feature(scale_server: str, scale_db: str, tmp_path: Path) -> None:
@@ -239,3 +244,16 @@ def test_qgis_reads_every_feature(scale_server: str, scale_db: str, tmp_path: Pa
         expected = _db_count(scale_db, layer, BBOX)
         assert expected > CAP  # more than the server counts: QGIS must follow `next`
         assert got["read"] == got["ids"] == expected, (layer, got)
+
+
+def test_qgis_draws_the_vector_tiles(scale_server: str, tmp_path: Path) -> None:
+    template = f"{scale_server}/ogc/collections/toilet/tiles/WebMercatorQuad/{{z}}/{{y}}/{{x}}"
+    log = _logs[scale_server]
+    before = log.read_text().count("/tiles/WebMercatorQuad/")
+    district = _qgis(tmp_path, "tiles", template, *map(str, BBOX))
+    assert district["errors"] == [] and district["painted"] > 100, district
+    requested = [line for line in log.read_text().splitlines() if "/tiles/WebMercatorQuad/" in line]
+    assert len(requested) > before and all(" 200 " in line for line in requested[before:])
+    # the same layer over open sea west of the district draws nothing: the pixels were the tiles'
+    sea = _qgis(tmp_path, "tiles", template, "113.0", "21.0", "113.05", "21.05")
+    assert sea["errors"] == [] and sea["painted"] == 0, sea
