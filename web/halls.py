@@ -58,7 +58,8 @@ def _headers(settings: Settings, *, private: bool = False) -> dict[str, str]:
 def _page(template: str, settings: Settings, lang: str, *, status: int = 200,
           private: bool = False, **context: Any) -> HTMLResponse:  # fmt: skip
     body = render(
-        template, t=words("halls", lang), lang=lang, languages=LANGUAGE_LABELS,
+        template, t=words("halls", lang), follow_words=words("me", lang), lang=lang,
+        languages=LANGUAGE_LABELS,
         district=settings.district, stage_names={c: CATEGORIES[c][lang] for c in CATEGORIES}, **context,
     )  # fmt: skip
     return HTMLResponse(body, status_code=status, headers=_headers(settings, private=private))

@@ -76,6 +76,7 @@ TEXT: dict[str, dict[str, dict[str, str]]] = {
             "assets_missing": "地图脚本未安装",
             "noscript": "地图需要启用 JavaScript。",
             "snapshot": "离线快照",
+            "follow_area": "关注此处 {radius} 米内的{layer}",
         },
         "zh-Hant": {
             "title": "便民服務地圖",
@@ -132,6 +133,7 @@ TEXT: dict[str, dict[str, dict[str, str]]] = {
             "assets_missing": "地圖腳本未安裝",
             "noscript": "地圖需要啟用 JavaScript。",
             "snapshot": "離線快照",
+            "follow_area": "關注此處 {radius} 米內的{layer}",
         },
         "en": {
             "title": "Service map",
@@ -188,6 +190,7 @@ TEXT: dict[str, dict[str, dict[str, str]]] = {
             "assets_missing": "The map's scripts are not installed",
             "noscript": "The map needs JavaScript.",
             "snapshot": "Offline snapshot",
+            "follow_area": "Follow {layer} within {radius} m of here",
         },
     },
     # the facility page (GET /facilities/{id}, what a QR code opens)
@@ -204,7 +207,7 @@ TEXT: dict[str, dict[str, dict[str, str]]] = {
             "no_documents": "暂无文件", "more": "另有 {n} 份", "matter": "事项", "document_page": "文件页",
             "qr": "本页二维码", "not_found": "没有这个设施", "status_removed": "该设施已撤销", "status_temporarily_closed": "暂停开放",
             "coordinates": "坐标", "district_data": "数据来源",
-            "follow": "关注", "following": "已关注", "feed": "订阅源",
+            "feed": "订阅源",
         },
         "zh-Hant": {
             "address": "地址", "hours": "開放時間", "phone": "電話", "website": "網站",
@@ -218,7 +221,7 @@ TEXT: dict[str, dict[str, dict[str, str]]] = {
             "no_documents": "暫無文件", "more": "另有 {n} 份", "matter": "事項", "document_page": "文件頁",
             "qr": "本頁二維碼", "not_found": "沒有這個設施", "status_removed": "該設施已撤銷", "status_temporarily_closed": "暫停開放",
             "coordinates": "座標", "district_data": "數據來源",
-            "follow": "關注", "following": "已關注", "feed": "訂閱源",
+            "feed": "訂閱源",
         },
         "en": {
             "address": "Address", "hours": "Opening hours", "phone": "Phone", "website": "Website",
@@ -234,8 +237,7 @@ TEXT: dict[str, dict[str, dict[str, str]]] = {
             "not_found": "No such facility",
             "status_removed": "This facility has closed",
             "status_temporarily_closed": "Temporarily closed", "coordinates": "Coordinates",
-            "district_data": "Source", "follow": "Follow", "following": "Following",
-            "feed": "Feed",
+            "district_data": "Source", "feed": "Feed",
         },
     },
     # the staff view (GET /staff): alert kinds and rating tags included
@@ -352,7 +354,7 @@ TEXT: dict[str, dict[str, dict[str, str]]] = {
             "finish_done": "办结", "finish_docs": "需补正", "finish_referred": "转办",
             "current": "当前办理", "nobody": "没有等候的群众", "keys": "快捷键",
             "queue": "等候队列", "appointment_kind": "预约", "walk_in_kind": "现场",
-            "error": "操作失败", "language": "语言",
+            "error": "操作失败", "language": "语言", "feed": "订阅源",
         },
         "zh-Hant": {
             "halls": "行政服務大廳", "hall": "服務大廳", "address": "地址", "hours": "辦公時間",
@@ -390,7 +392,7 @@ TEXT: dict[str, dict[str, dict[str, str]]] = {
             "finish_done": "辦結", "finish_docs": "需補正", "finish_referred": "轉辦",
             "current": "當前辦理", "nobody": "沒有等候的群眾", "keys": "快捷鍵",
             "queue": "等候隊列", "appointment_kind": "預約", "walk_in_kind": "現場",
-            "error": "操作失敗", "language": "語言",
+            "error": "操作失敗", "language": "語言", "feed": "訂閱源",
         },
         "en": {
             "halls": "Service halls", "hall": "Service hall", "address": "Address",
@@ -430,7 +432,7 @@ TEXT: dict[str, dict[str, dict[str, str]]] = {
             "finish_done": "Done", "finish_docs": "Needs documents", "finish_referred": "Referred",
             "current": "At the window", "nobody": "Nobody is waiting", "keys": "Keys",
             "queue": "Queue", "appointment_kind": "appointment", "walk_in_kind": "walk-in",
-            "error": "That did not work", "language": "Language",
+            "error": "That did not work", "language": "Language", "feed": "Feed",
         },
     },
     # the resident's own page (GET /me, web/me.py) and the follow buttons (web/static/follow.js)

@@ -49,7 +49,7 @@ VENDOR_CSS = (
     "leaflet.markercluster/dist/MarkerCluster.Default.css",
 )
 #: Our own files, relative to web/static (served at /static/...).
-OWN_JS = ("map.js",)
+OWN_JS = ("follow.js", "map.js")
 OWN_CSS = ("map.css",)
 ICON_DIR = "@fortawesome/fontawesome-free/svgs/solid"
 ICON_CREDIT = "Icons: Font Awesome Free (CC BY 4.0)"
@@ -63,6 +63,10 @@ PAGE_LIMIT = 1000
 MAX_PAGES = 5
 #: how many disclosure titles per stage a popup shows (the facility page has them all)
 DISCLOSURES_PER_STAGE = 3
+#: radius of the area a near-me search offers to follow (bounded by the residents' maximum)
+FOLLOW_RADIUS_M = 500
+#: words of the follow buttons the map's script shows, from the residents' table
+FOLLOW_WORDS = ("follow", "following")
 
 
 def missing_assets() -> list[str]:
@@ -273,7 +277,11 @@ def build_map(
     config: dict[str, Any] = {
         "lang": lang,
         "languages": LANGUAGE_LABELS,
-        "strings": TEXT["map"],
+        # the map's words and the follow buttons' (one table: web/i18n.py)
+        "strings": {
+            code: {**TEXT["map"][code], **{k: TEXT["me"][code][k] for k in FOLLOW_WORDS}}
+            for code in LANGUAGES
+        },
         "categories": layers.CATEGORIES,
         "layers": entries,
         "district": {
@@ -288,6 +296,7 @@ def build_map(
         "page_limit": PAGE_LIMIT,
         "max_pages": MAX_PAGES,
         "per_stage": DISCLOSURES_PER_STAGE,
+        "follow_radius_m": min(FOLLOW_RADIUS_M, int(settings.residents.max_radius_m)),
         "facility_url": (service.public_url if embedded is not None else "") + "/facilities/",
         "data": embedded,
     }

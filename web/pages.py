@@ -130,6 +130,7 @@ def page_context(
     return {
         "lang": lang,
         "t": text,
+        "follow_words": words("me", lang),
         "languages": LANGUAGE_LABELS.items(),
         "id": feature["id"],
         "name": name,

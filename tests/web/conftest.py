@@ -3,6 +3,8 @@
 - ``start_server(settings)``: serve the app for these settings in a background thread; returns
   its base URL (stopped at the end of the session).
 - ``live_server``: base URL of a server over the session's ``sample_db``.
+- ``resident_site``: (base URL, database URL, mailbox) of a server over a fresh sample district
+  that mails sign-in codes through a real SMTP server (one per test module).
 - ``browser``: headless Chromium (Debian's /usr/bin/chromium) driven by Playwright.
 - ``offline_page``: a fresh page that may reach only localhost, recording console errors.
 """
@@ -14,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -22,7 +25,8 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Route
 
 from geoservice.app import create_app
 from geoservice.settings import Settings
-from tests.conftest import settings_for
+from tests.conftest import load_sample, settings_for
+from tests.geoservice.residents_support import Mailbox, smtp_server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -71,6 +75,19 @@ def start_server() -> Iterator[Callable[[Settings], str]]:
 def live_server(sample_db: str, start_server: Callable[[Settings], str]) -> str:
     """Base URL of a real HTTP server over the sample district."""
     return start_server(settings_for(sample_db))
+
+
+@pytest.fixture(scope="module")
+def resident_site(
+    make_db: Callable[[], str], sample_dir: Path, start_server: Callable[[Settings], str]
+) -> Iterator[tuple[str, str, Mailbox]]:
+    """(base URL, database URL, mailbox) of a server mailing through a test SMTP server."""
+    url = make_db()
+    load_sample(url, sample_dir)
+    with smtp_server() as (mailbox, smtp_url):
+        settings = settings_for(url)
+        settings.residents = settings.residents.model_copy(update={"smtp_url": smtp_url})
+        yield start_server(settings), url, mailbox
 
 
 @pytest.fixture(scope="session")
@@ -144,3 +161,9 @@ def offline_page(browser: Browser) -> Iterator[OfflinePage]:
     offline = open_offline_page(browser, viewport={"width": 1280, "height": 800})
     yield offline
     offline.page.context.close()
+
+
+def settled(page: Page) -> None:
+    """Wait until the map has started and no API request is in flight."""
+    # selectors, not wait_for_function: the page's CSP forbids the eval that one needs
+    page.wait_for_selector('body.sm-ready[data-pending="0"]')

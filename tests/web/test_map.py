@@ -12,12 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, expect
 
 import layers
 from geoservice.settings import PROJECT_ROOT, Settings
 from tests.conftest import settings_for
-from tests.web.conftest import OfflinePage, is_local, open_offline_page
+from tests.web.conftest import OfflinePage, is_local, open_offline_page, settled
 
 pytestmark = pytest.mark.browser
 
@@ -25,12 +25,6 @@ ARTIFACTS = PROJECT_ROOT / "artifacts"
 #: a point in central Luohu (lat, lon)
 POINT = (22.5482, 114.1203)
 DRAWN = ".sm-marker, .sm-cluster, .sm-agg"
-
-
-def settled(page: Page) -> None:
-    """Wait until the map has started and no API request is in flight."""
-    # selectors, not wait_for_function: the page's CSP forbids the eval that one needs
-    page.wait_for_selector('body.sm-ready[data-pending="0"]')
 
 
 def api(base: str, path: str, **params: Any) -> Any:

@@ -6,40 +6,23 @@ switch language, sign out.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from playwright.sync_api import Browser, expect
 
 from geoservice.db.connection import connect
-from geoservice.settings import Settings
 from ingest.disclosures import ingest_catalogue
-from tests.conftest import load_sample, settings_for
-from tests.geoservice.residents_support import Mailbox, smtp_server
+from tests.geoservice.residents_support import Mailbox
 from tests.web.conftest import open_offline_page
 
 MATTER = "M-EDU-001"
 
 
-@pytest.fixture(scope="module")
-def me_site(
-    make_db: Callable[[], str], sample_dir: Path, start_server: Callable[[Settings], str]
-) -> Iterator[tuple[str, str, Mailbox]]:
-    """(base URL, database URL, mailbox) of a server mailing through a test SMTP server."""
-    url = make_db()
-    load_sample(url, sample_dir)
-    with smtp_server() as (mailbox, smtp_url):
-        settings = settings_for(url)
-        settings.residents = settings.residents.model_copy(update={"smtp_url": smtp_url})
-        yield start_server(settings), url, mailbox
-
-
 def test_me_sign_in_follow_feed_languages_sign_out(
-    browser: Browser, me_site: tuple[str, str, Mailbox], sample_dir: Path, tmp_path: Path
+    browser: Browser, resident_site: tuple[str, str, Mailbox], sample_dir: Path, tmp_path: Path
 ) -> None:
-    base, url, mailbox = me_site
+    base, url, mailbox = resident_site
     offline = open_offline_page(browser, viewport={"width": 390, "height": 844})
     page = offline.page
     page.goto(f"{base}/me?lang=en")

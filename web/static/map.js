@@ -333,8 +333,17 @@
       class: "sm-details",
       href: cfg.facility_url + encodeURIComponent(String(feature.id))
     }, t("details")));
+    if (!cfg.data) root.appendChild(followButton({ "data-follow-kind": "facility", "data-follow-id": String(feature.id) }, t("follow")));
     loadDisclosures(box, feature);
     return root;
+  }
+
+  /* A one-click follow button: follow.js (loaded with this script) subscribes the resident (or
+   * leads to /me to sign in). The standalone file has no server to follow through. */
+  function followButton(data, label) {
+    var attrs = { type: "button", class: "sm-follow", "data-following": t("following") };
+    Object.keys(data).forEach(function (name) { attrs[name] = data[name]; });
+    return el("button", attrs, label);
   }
 
   function popupOptions() {
@@ -715,11 +724,25 @@
     var list = document.getElementById("sm-near-list");
     if (!list || !lastNear) return;
     list.textContent = "";
+    var oldFollow = document.getElementById("sm-near-follow");
+    if (oldFollow) oldFollow.parentNode.removeChild(oldFollow);
     nearGroup.clearLayers();
     var origin = L.latLng(lastNear.lat, lastNear.lon);
     L.circleMarker(origin, { radius: 8, color: "#111827", weight: 3, fillColor: "#fbbf24", fillOpacity: 1 })
       .bindTooltip(t("you_are_here"))
       .addTo(nearGroup);
+    if (lastNear.layer && !cfg.data) {
+      // the searched kind around the searched point, as an area subscription
+      var follow = followButton({
+        id: "sm-near-follow",
+        "data-follow-kind": "area",
+        "data-follow-layer": lastNear.layer,
+        "data-follow-lat": lastNear.lat.toFixed(6),
+        "data-follow-lon": lastNear.lon.toFixed(6),
+        "data-follow-radius": String(cfg.follow_radius_m)
+      }, t("follow_area").replace("{layer}", layerName(lastNear.layer)).replace("{radius}", cfg.follow_radius_m));
+      list.parentNode.insertBefore(follow, list.nextSibling);
+    }
     if (!lastNear.features.length) {
       nearStatus(t("no_results"));
       return;
@@ -758,14 +781,14 @@
     nearStatus(t("searching"));
     var k = 10;
     if (cfg.data) {
-      lastNear = { lat: lat, lon: lon, features: embeddedNearest(lat, lon, layer, k) };
+      lastNear = { lat: lat, lon: lon, layer: layer, features: embeddedNearest(lat, lon, layer, k) };
       renderNear();
       return;
     }
     var url = "/api/v1/nearest?lat=" + lat.toFixed(6) + "&lon=" + lon.toFixed(6) + "&k=" + k;
     if (layer) url += "&layer=" + encodeURIComponent(layer);
     getJSON(url).then(function (fc) {
-      lastNear = { lat: lat, lon: lon, features: fc.features || [] };
+      lastNear = { lat: lat, lon: lon, layer: layer, features: fc.features || [] };
       renderNear();
     }).catch(function (err) {
       report(err);
