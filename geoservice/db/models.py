@@ -88,6 +88,16 @@ facilities = Table(
     Index("facilities_layer_idx", "layer"),
 )
 
+# One row whose n a statement-level trigger (migration 0009) bumps after every change to
+# facilities, in the writer's transaction: geoservice.query.tiles checks its kept tiles by it.
+facilities_version = Table(
+    "facilities_version",
+    metadata,
+    Column("id", Boolean, primary_key=True, server_default=text("true")),
+    Column("n", BigInteger, nullable=False, server_default="0"),
+    CheckConstraint("id", name="facilities_version_one_row"),
+)
+
 ingest_runs = Table(
     "ingest_runs",
     metadata,
