@@ -18,6 +18,7 @@ from geoservice.db.replicas import ReadRouter
 from geoservice.disclosures import routes as disclosures
 from geoservice.halls import routes as halls
 from geoservice.query import downloads, facilities, h3, meta, nearest, ogc, tiles
+from geoservice.residents import linking as residents_linking
 from geoservice.residents import notify as residents_notify
 from geoservice.residents import routes as residents
 from geoservice.settings import Settings
@@ -160,6 +161,9 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # the halls keep a signed-in resident's bookings and tickets as theirs (geoservice.halls
+    # cannot import geoservice.residents: the app hands the session check over)
+    app.state.resident_of = residents_linking.resident_id_of
     register_error_handlers(app)
     # sensors first: routes are tried in order (each miss costs FastAPI's router ~7 µs), and
     # sensor posts are by far the most frequent requests; no two routers share a path

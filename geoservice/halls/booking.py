@@ -38,6 +38,7 @@ from geoservice.halls.common import (
     get_hall,
     hall_matter,
     now_in,
+    signed_in_resident,
 )
 from geoservice.halls.domain import (
     OffGrid,
@@ -149,7 +150,9 @@ def _slot(hall: Hall, start: datetime, settings: Settings, now: datetime) -> Slo
 
 # One statement, so one round trip and no lock held between round trips: the phone's open
 # bookings (under the bound?), then a place in the slot (row-locked; nothing when full), then
-# the case and its event. `active` tells a refused phone from a full slot.
+# the case, its event and, for a signed-in resident, the case kept as theirs (the event's
+# statement trigger runs after the whole statement, so it sees the link and feeds them).
+# `active` tells a refused phone from a full slot.
 _BOOK = """
 WITH phone AS (
     SELECT count(*) AS active FROM hall_cases
@@ -170,6 +173,9 @@ WITH phone AS (
     RETURNING id, code, starts_at, ends_at
 ), e AS (
     INSERT INTO hall_case_events (case_id, status) SELECT id, 'booked' FROM c
+), r AS (
+    INSERT INTO resident_cases (resident_id, case_id)
+    SELECT %(resident)s::bigint, id FROM c WHERE %(resident)s::bigint IS NOT NULL
 )
 SELECT phone.active, c.id, c.code, c.starts_at, c.ends_at FROM phone LEFT JOIN c ON true
 """
@@ -221,9 +227,11 @@ async def _take_place(
 async def book(
     booking: BookingIn, request: Request, pool: PoolDep, settings: SettingsDep
 ) -> Response:
-    """Book: 201 with the secret code; 409 when full or already booked."""
+    """Book: 201 with the secret code; 409 when full or already booked. A signed-in
+    resident's booking is kept as theirs (on /me, its progress in their feed)."""
     start = parse_start(booking.start)
     client = client_hash(request, settings)
+    resident = await signed_in_resident(request)
     async with pool.connection() as conn:
         hall, matter = await booking_setup(request, conn, booking.hall, booking.matter)
         slot = _slot(hall, start, settings, now_in(settings))
@@ -232,7 +240,7 @@ async def book(
             "hall": hall.id, "matter": booking.matter, "start": slot.start, "end": slot.end,
             "capacity": int(matter["capacity"]), "day": slot.start.date(), "name": booking.name,
             "phone": booking.phone, "client": client,
-            "phone_limit": settings.halls.max_bookings_per_phone,
+            "phone_limit": settings.halls.max_bookings_per_phone, "resident": resident,
         }  # fmt: skip
         for _ in range(3):
             params["code"] = new_code()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -157,6 +158,36 @@ def check_address_bound(request: Request, client: str, settings: Settings) -> No
     if len(counts) >= MAX_CLIENTS_TRACKED:
         counts.clear()
     counts[client] = (window, seen + 1)
+
+
+# --- the signed-in resident's own cases -------------------------------------------------------
+
+#: who is signed in: the id of the resident whose live session a request carries, or None
+ResidentOf = Callable[[Request], Awaitable[int | None]]
+
+#: a case of the signed-in resident: on /me, its progress in their feed (the case events'
+#: trigger fans out to the residents linked when the event is written, so link first)
+LINK_RESIDENT = """
+INSERT INTO resident_cases (resident_id, case_id) VALUES (%(resident)s, %(case)s)
+ON CONFLICT DO NOTHING
+"""
+
+
+async def signed_in_resident(request: Request) -> int | None:
+    """The resident booking or taking a ticket, when signed in (bearer token or session
+    cookie); None otherwise — signing in is never required to book.
+
+    The residents' session check is theirs (geoservice.residents): the app factory hands it
+    over as ``app.state.resident_of``, since the two capabilities do not import each other.
+    """
+    resident_of: ResidentOf | None = getattr(request.app.state, "resident_of", None)
+    return None if resident_of is None else await resident_of(request)
+
+
+async def link_resident(conn: DictConn, resident: int | None, case_id: int) -> None:
+    """Keep `case_id` as the resident's (nothing without a resident; idempotent)."""
+    if resident is not None:
+        await conn.execute(LINK_RESIDENT, {"resident": resident, "case": case_id})
 
 
 # --- live load ------------------------------------------------------------------------------

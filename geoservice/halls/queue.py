@@ -37,8 +37,10 @@ from geoservice.halls.common import (
     get_hall,
     hall_loads,
     hall_matter,
+    link_resident,
     load_of,
     now_in,
+    signed_in_resident,
 )
 from geoservice.halls.domain import OUTCOMES, mask_name, new_code, normalise_code
 from geoservice.settings import Settings
@@ -232,12 +234,14 @@ SELECT id, code, hall_id, matter_id, status, starts_at FROM hall_cases
 async def take_ticket(
     hall_id: HallId, ticket: TicketIn, request: Request, pool: PoolDep, settings: SettingsDep
 ) -> dict[str, Any]:
-    """201 ``{"id", "number", "position", "estimated_wait_min", "code"}``."""
+    """201 ``{"id", "number", "position", "estimated_wait_min", "code"}``. A signed-in
+    resident's walk-in or checked-in appointment is kept as theirs (on /me, in their feed)."""
+    resident = await signed_in_resident(request)
     async with pool.connection() as conn:
         hall = await get_hall(conn, hall_id)
         now = now_in(settings)
         if ticket.appointment is not None:
-            issued = await _check_in(conn, hall, ticket.appointment, settings)
+            issued = await _check_in(conn, hall, ticket.appointment, settings, resident)
         else:
             assert ticket.matter is not None
             matter = await hall_matter(conn, hall, ticket.matter, "body field 'matter'")
@@ -252,6 +256,7 @@ async def take_ticket(
                     )
                 ).fetchone()
                 assert case is not None
+                await link_resident(conn, resident, case["id"])
                 params = {
                     "hall": hall.id, "day": now.date(), "group": matter["queue_group"],
                     "case": case["id"], "matter": ticket.matter, "due": None,
@@ -267,7 +272,9 @@ async def take_ticket(
     return {**out, "code": issued["code"], "hall": hall.id, "matter": found["matter_id"]}
 
 
-async def _check_in(conn: DictConn, hall: Hall, code: str, settings: Settings) -> dict[str, Any]:
+async def _check_in(
+    conn: DictConn, hall: Hall, code: str, settings: Settings, resident: int | None
+) -> dict[str, Any]:
     key = normalise_code(code)
     if key is None:
         raise InvalidParameter("body field 'appointment': not a booking code")
@@ -285,6 +292,7 @@ async def _check_in(conn: DictConn, hall: Hall, code: str, settings: Settings) -
         if now < opens:
             raise Conflict(f"check-in opens at {opens.astimezone(now.tzinfo).isoformat()}")
         matter = await hall_matter(conn, hall, case["matter_id"], "matter")
+        await link_resident(conn, resident, case["id"])
         params = {
             "hall": hall.id, "day": now.date(), "group": matter["queue_group"],
             "case": case["id"], "matter": case["matter_id"], "due": case["starts_at"],

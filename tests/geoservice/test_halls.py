@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
@@ -16,6 +17,7 @@ from icalendar import Calendar
 
 from geoservice.app import create_app
 from geoservice.db.connection import connect
+from geoservice.residents.signin import SESSION_COOKIE
 from tests.conftest import load_sample, settings_for
 from tests.geoservice.halls_support import (
     CAPACITY,
@@ -29,6 +31,8 @@ from tests.geoservice.halls_support import (
     next_slot,
     servicemap,
 )
+from tests.geoservice.residents_support import Mailbox, bearer, sign_up, smtp_server
+from tests.web.conftest import serving
 
 _phones = iter(range(13900000000, 13999999999, 7919))
 
@@ -433,3 +437,111 @@ def test_personal_data_is_erased_after_the_retention_period(
     assert result.returncode == 0, result.stderr
     got = api.get(f"/api/v1/appointments/{created['code']}").json()
     assert got["status"] == "cancelled" and "name" not in got and "phone" not in got
+
+
+# --- a signed-in resident's bookings and tickets are theirs ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def http_site(halls_db: tuple[str, str]) -> Iterator[tuple[str, Mailbox]]:
+    """(base URL, mailbox): a real HTTP server over the halls database, mailing sign-in codes
+    through a real SMTP server."""
+    settings = settings_for(halls_db[0])
+    settings.halls = settings.halls.model_copy(update={"max_per_address_per_hour": 10_000})
+    with smtp_server() as (mailbox, smtp_url):
+        settings.residents = settings.residents.model_copy(update={"smtp_url": smtp_url})
+        with serving(settings) as base:
+            yield base, mailbox
+
+
+def _booking(at: datetime) -> dict[str, str]:
+    return {"hall": OPEN_HALL, "matter": MATTER, "start": at.isoformat(), "name": "李四",
+            "phone": phone()}  # fmt: skip
+
+
+def _kept_by(url: str, code: str) -> list[int]:
+    """The residents keeping the case with this code."""
+    with connect(url) as conn:
+        rows = conn.execute(
+            "SELECT rc.resident_id FROM resident_cases rc JOIN hall_cases c ON c.id = rc.case_id"
+            " WHERE c.code = %s ORDER BY 1",
+            (code,),
+        ).fetchall()
+    return [int(r["resident_id"]) for r in rows]
+
+
+def test_bookings_and_tickets_of_a_signed_in_resident_are_theirs(
+    http_site: tuple[str, Mailbox], halls_db: tuple[str, str], staff: dict[str, str]
+) -> None:
+    base, mailbox = http_site
+    url = halls_db[0]
+    with httpx.Client(base_url=base, timeout=30) as http:
+        token = sign_up(http, mailbox, "booker@example.org")  # type: ignore[arg-type]
+        neighbour = sign_up(http, mailbox, "neighbour@example.org")  # type: ignore[arg-type]
+        # with the bearer token: booked and kept
+        mine = http.post("/api/v1/appointments", json=_booking(future_weekday_slot(2)),
+                         headers=bearer(token))  # fmt: skip
+        assert mine.status_code == 201, mine.text
+        # signing in is never required: without a session, with an unknown or signed-out
+        # token, with another scheme or a staff token, the booking is made and nobody's
+        anonymous = http.post("/api/v1/appointments", json=_booking(next_slot()))
+        later = future_weekday_slot(5)
+        ways = (bearer("smr_" + "x" * 43), {"Authorization": "Basic dXNlcjpwYXNz"}, staff)
+        others = [
+            http.post(
+                "/api/v1/appointments",
+                json=_booking(later + timedelta(minutes=15 * i)),
+                headers=headers,
+            )  # fmt: skip
+            for i, headers in enumerate(ways)
+        ]
+        assert [a.status_code for a in (anonymous, *others)] == [201] * 4, others[0].text
+        # with the session cookie: a walk-in ticket, the check-in of the anonymous booking and
+        # a booking through the hall page's form
+        http.cookies.set(SESSION_COOKIE, token)
+        walk_in = http.post(f"/api/v1/halls/{OPEN_HALL}/tickets", json={"matter": MATTER})
+        assert walk_in.status_code == 201, walk_in.text
+        checked = http.post(
+            f"/api/v1/halls/{OPEN_HALL}/tickets", json={"appointment": anonymous.json()["code"]}
+        )
+        assert checked.status_code == 201, checked.text
+        form = _booking(future_weekday_slot(3)) | {"matter": OTHER_MATTER}
+        page = http.post(f"/halls/{OPEN_HALL}/book?lang=en", data=form)
+        assert page.status_code == 303, page.text
+        form_code = page.headers["location"].split("/appointments/")[1].split("?")[0]
+        me_page = http.get("/me?lang=en").text
+        http.cookies.clear()
+
+        codes = {mine.json()["code"], walk_in.json()["code"], anonymous.json()["code"], form_code}
+        cases = http.get("/api/v1/me/cases", headers=bearer(token)).json()["cases"]
+        assert {c["code"] for c in cases} == codes
+        assert http.get("/api/v1/me/cases", headers=bearer(neighbour)).json()["cases"] == []
+        for answer in others:
+            assert _kept_by(url, answer.json()["code"]) == []
+        with connect(url) as conn:
+            me = conn.execute("SELECT id FROM residents WHERE email = 'booker@example.org'")
+            resident = me.fetchone()
+        assert resident is not None
+        assert all(_kept_by(url, code) == [resident["id"]] for code in codes)
+        for code in codes:
+            assert f"/appointments/{code}" in me_page
+
+        # their progress joins the resident's feed, and no one else's
+        def feed_urls(who: str) -> list[str]:
+            items = http.get("/api/v1/me/feed", headers=bearer(who)).json()["items"]
+            return [item["url"] for item in items]
+
+        feed = feed_urls(token)
+        for code in codes:
+            assert any(u.endswith(f"/appointments/{code}") for u in feed), (code, feed)
+        assert feed_urls(neighbour) == []
+        walk_url = next(u for u in feed if u.endswith(f"/appointments/{walk_in.json()['code']}"))
+        before = feed.count(walk_url)
+        window = f"/api/v1/staff/halls/{OPEN_HALL}/windows/1/next"
+        while (called := http.post(window, headers=staff)).status_code == 200:
+            if called.json()["id"] == walk_in.json()["id"]:
+                break
+            http.post(f"/api/v1/staff/tickets/{called.json()['id']}/no-show", headers=staff)
+        assert called.status_code == 200 and called.json()["id"] == walk_in.json()["id"]
+        assert feed_urls(token).count(walk_url) == before + 1
+        assert feed_urls(neighbour) == []

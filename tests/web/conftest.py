@@ -1,5 +1,6 @@
 """Fixtures for page tests: a real uvicorn server per database and a real headless Chromium.
 
+- ``serving(settings)``: a context manager serving the app while it runs (its base URL).
 - ``start_server(settings)``: serve the app for these settings in a background thread; returns
   its base URL (stopped at the end of the session).
 - ``live_server``: base URL of a server over the session's ``sample_db``.
@@ -15,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -53,6 +55,17 @@ def _serve(settings: Settings) -> tuple[str, _Server, threading.Thread]:
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)
     return f"http://127.0.0.1:{port}", server, thread
+
+
+@contextmanager
+def serving(settings: Settings) -> Iterator[str]:
+    """Serve the app for these settings on a free loopback port while the block runs: its URL."""
+    url, server, thread = _serve(settings)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="session")
