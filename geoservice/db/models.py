@@ -846,6 +846,8 @@ resident_events = Table(
     ),
     Index("resident_events_pending_idx", "id", postgresql_where=text("fanned_out_at IS NULL")),
     Index("resident_events_facility_idx", "facility_id", "id"),
+    # pruning (migration 0010): events fanned out before the retention cut-off
+    Index("resident_events_fanned_out_idx", "fanned_out_at"),
 )
 
 resident_feed = Table(
@@ -865,6 +867,8 @@ resident_feed = Table(
     Column("mailed_at", DateTime(timezone=True)),
     Index("resident_feed_resident_idx", "resident_id", "id"),
     Index("resident_feed_unmailed_idx", "resident_id", postgresql_where=text("mailed_at IS NULL")),
+    # pruning (migration 0010): an old event's items, and whether any is left
+    Index("resident_feed_event_idx", "event_id"),
 )
 
 # pages a resident looked at, kept only while they have recommendations turned on
