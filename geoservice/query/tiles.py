@@ -2,15 +2,20 @@
 
 What a tile holds and how it is kept so:
 
+- A facility's position in the tile is computed from its lon/lat by arithmetic (``_U``, ``_V``:
+  the spherical Mercator of EPSG:3857, rounded as ``ST_AsMVTGeom`` rounds), not by
+  ``ST_Transform`` + ``ST_AsMVTGeom`` per row; the index pre-selects the tile's box in WGS 84
+  (computed once per query) and the exact test is on the rounded tile coordinates. A point's
+  position in the next tile is exactly its position minus ``EXTENT``, so it is at home (in
+  [0, EXTENT)) in exactly one tile.
 - From zoom ``DETAIL_ZOOM`` (14) every live facility whose point lies in the tile or within
-  ``BUFFER`` units (of ``EXTENT``) of its edge is one feature: ``ST_AsMVTGeom`` clips to
-  exactly that square, and the index filter only pre-selects a slightly larger box, so nothing
-  inside is ever dropped. The margin lets a renderer draw an icon on a tile edge whole.
+  ``BUFFER`` units (of ``EXTENT``) of its edge is one feature, exactly as ``ST_AsMVTGeom`` with
+  that buffer would keep it. The margin lets a renderer draw an icon on a tile edge whole.
 - Below it, facilities are aggregated: the tile is cut into ``GRID`` × ``GRID`` cells (4 px at
   256 px) and each non-empty cell is one feature at the position of its facility with the
-  smallest id, carrying that facility's properties and ``count``, the number of facilities in
-  the cell (no margin: the counts of a tile add up to the facilities inside it). The tileset
-  metadata says so.
+  smallest id, carrying that facility's properties and ``count``, the number of facilities at
+  home in the cell (no margin: the counts of the tiles of a zoom take each facility once). The
+  tileset metadata says so.
 - ``open_now`` follows the OSM ``opening_hours`` in the district's time zone: evaluated in
   Python once per distinct expression (not per facility) and handed to the query as
   (expression, open) arrays; a state is reused until its next change (``next_change``). An
@@ -20,11 +25,12 @@ What a tile holds and how it is kept so:
   ``Cache-Control: max-age`` is at most ``MAX_AGE_S`` (``LIVE_MAX_AGE_S`` for layers with live
   status) and never reaches past the next opening/closing of any facility in the tile.
 - Each process keeps the tiles it built (``TileCache``, least recently used dropped first) with
-  the tile's version row (``_VERSION``: its facilities' count and a checksum of their ids,
-  statuses and content hashes; for live layers their sensors' stalls, last reading and how many
-  are online now) and the generation of the opening states. A request reads that row (one
-  index scan, nothing transformed or encoded) and gets the kept tile only while it is unchanged,
-  so a load or a sensor reading is seen by the very next request.
+  the tile's version row (``_VERSIONS``: ``facilities_version``, which a trigger bumps in the
+  writer's transaction after any change to facilities, migration 0009; for live layers the
+  tile's sensors' stalls, last reading and how many are online now) and the generation of the
+  opening states. A request reads that row (one row, and for live layers the tile's sensors,
+  not its facilities) and gets the kept tile only while it is unchanged, so a load or a sensor reading is
+  seen by the very next request.
 """
 
 from __future__ import annotations
@@ -86,16 +92,23 @@ _SCALE_0 = 559082264.028717
 _CELL_0 = 156543.033928041
 _ORIGIN = 20037508.3427892
 
-#: the tile as WGS 84 box (index pre-filter) and its Web Mercator envelope (clipping)
-_ENVELOPE = "ST_TileEnvelope(%(z)s, %(x)s, %(y)s)"
-_FILTER_BOX = (
-    "ST_Expand(ST_Transform(ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => %(margin)s), 4326),"
-    " 1e-9)"
+#: a facility's position in tile units (0..EXTENT from the tile's left and top edges, rounded
+#: as ST_AsMVTGeom rounds), by arithmetic from lon/lat: the spherical Mercator of EPSG:3857
+#: scaled to the zoom's 2^z tiles. The same as ST_AsMVTGeom(ST_Transform(geom, 3857), …) at a
+#: fraction of its cost, and exact across tiles: a point's u in the next tile is exactly u - EXTENT
+#: (the tile's column is subtracted from the world position, never a rounded edge), so no point
+#: is in two tiles or in none.
+_U = f"round(((ST_X(f.geom) + 180.0) / 360.0 * %(n)s - %(x)s) * {EXTENT})"
+_V = (
+    "round(((1.0 - ln(tan(radians(ST_Y(f.geom))) + 1.0 / cos(radians(ST_Y(f.geom)))) / pi())"
+    f" / 2.0 * %(n)s - %(y)s) * {EXTENT})"
 )
-_PROPERTIES = "id, name, layer, status, accessible, open_now"
-_LIVE_PROPERTIES = ", stalls_total, stalls_free, online"
+#: the index pre-filter: the tile, its margin and one more unit, as a WGS 84 box (computed once
+#: per query); `&&` on the indexed geometry takes a little more (float4 boxes), never less
+_FILTER_BOX = "ST_Transform(ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => %(margin)s), 4326)"
+_PROPERTIES = "f.id, f.name, f.layer, f.status, f.accessible, hours.open AS open_now"
 #: a toilet's live status as GET /api/v1/toilets/{id}/status has it (registered device only)
-_LIVE_COLUMNS = (
+_LIVE_PROPERTIES = (
     ", s.stalls_total, CASE WHEN s.last_seen > now() - make_interval(secs => %(online_s)s)"
     " THEN s.stalls_free END AS stalls_free,"
     " CASE WHEN s.facility_id IS NOT NULL"
@@ -105,70 +118,84 @@ _LIVE_JOIN = (
     " LEFT JOIN toilet_status s ON s.facility_id = f.id AND EXISTS (SELECT 1 FROM toilet_devices d"
     " WHERE d.facility_id = s.facility_id AND d.revoked_at IS NULL)"
 )
-_TILE = f"""
-WITH hours(expression, open) AS (
-    SELECT * FROM unnest(%(expressions)s::text[], %(open)s::boolean[])
-),
-tile AS (
-    SELECT f.id, f.name, f.layer, f.status, f.accessible, hours.open AS open_now,
-           f.opening_hours{{live_columns}},
-           ST_AsMVTGeom(ST_Transform(f.geom, 3857), {_ENVELOPE}, {EXTENT}, %(buffer)s, true) AS geom
-    FROM facilities f LEFT JOIN hours ON hours.expression = f.opening_hours{{live_join}}
-    WHERE {facility.live("f")} AND f.layer = %(layer)s AND f.geom && {_FILTER_BOX}
+_HOURS_TABLE = """
+WITH hours(expression, open, until) AS (
+    SELECT * FROM unnest(%(expressions)s::text[], %(open)s::boolean[], %(until)s::float8[])
+)"""
+#: The layer's facilities in the tile's box, each with its tile position (u, v): the box (with
+#: the margin and one unit more) takes every facility the tile keeps, and a few more that `inside`
+#: drops. `(f.layer = …) IS TRUE` keeps the planner from ANDing the layer's whole btree bitmap
+#: (half the table for toilets) with the few thousand rows of the box.
+_POSITIONED = f"""
+SELECT f.id, f.name, f.layer, f.status, f.accessible, f.opening_hours, {_U} AS u, {_V} AS v
+FROM facilities f
+WHERE {facility.live("f")} AND (f.layer = %(layer)s) IS TRUE AND f.geom && {_FILTER_BOX}
+OFFSET 0
+"""
+_INSIDE = "f.u BETWEEN %(low)s AND %(high)s AND f.v BETWEEN %(low)s AND %(high)s"
+_UNKNOWN = "f.opening_hours IS NOT NULL AND hours.expression IS NULL"
+#: From DETAIL_ZOOM: every facility inside, its properties, at its position (ST_AsMVT takes tile
+#: coordinates as they are); when the first of their open_now ends; whether one is unknown. The
+#: facilities outside are dropped by the aggregates' FILTER rather than a WHERE, whose
+#: selectivity the planner cannot know: it would plan the joins for one row.
+_DETAIL = f"""{_HOURS_TABLE}
+SELECT ST_AsMVT(feature, %(layer)s, {EXTENT}, 'geom') FILTER (WHERE {_INSIDE}) AS mvt,
+       min(hours.until) FILTER (WHERE {_INSIDE}) AS until,
+       coalesce(bool_or({_UNKNOWN}) FILTER (WHERE {_INSIDE}), false) AS unknown
+FROM ({_POSITIONED}) f LEFT JOIN hours ON hours.expression = f.opening_hours{{live_join}}
+CROSS JOIN LATERAL (SELECT {{properties}}, ST_Point(f.u, f.v) AS geom) feature
+"""
+#: Below DETAIL_ZOOM: one feature per non-empty GRID x GRID cell, at (and with the properties
+#: of) its facility with the smallest id, with `count`, the facilities inside in the cell.
+_AGGREGATED = f"""{_HOURS_TABLE},
+tile AS MATERIALIZED (
+    SELECT f.*, hours.open AS open_now, hours.until, {_UNKNOWN} AS unknown,
+           (f.u::int / {EXTENT // GRID}) * {GRID} + f.v::int / {EXTENT // GRID} AS cell
+    FROM ({_POSITIONED}) f LEFT JOIN hours ON hours.expression = f.opening_hours
+    WHERE {_INSIDE}
 )
-SELECT ({{features}}) AS mvt,
-       (SELECT array_agg(opening_hours) FROM (SELECT DISTINCT opening_hours FROM tile
-        WHERE geom IS NOT NULL AND opening_hours IS NOT NULL) d) AS hours
-"""
-_DETAIL = f"""
-SELECT ST_AsMVT(t, %(layer)s, {EXTENT}, 'geom')
-FROM (SELECT {{properties}}, geom FROM tile WHERE geom IS NOT NULL) t
-"""
-_AGGREGATED = f"""
-SELECT ST_AsMVT(t, %(layer)s, {EXTENT}, 'geom')
-FROM (
-    SELECT DISTINCT ON (cell) {{properties}}, count(*) OVER (PARTITION BY cell) AS count, geom
-    FROM (SELECT tile.*, (ST_X(geom)::int / {EXTENT // GRID}) * {GRID + 1}
-                         + ST_Y(geom)::int / {EXTENT // GRID} AS cell
-          FROM tile WHERE geom IS NOT NULL) c
-    ORDER BY cell, id
-) t
+SELECT (SELECT ST_AsMVT(feature, %(layer)s, {EXTENT}, 'geom')
+        FROM (SELECT DISTINCT ON (cell) f.*, count(*) OVER (PARTITION BY cell) AS count
+              FROM tile f ORDER BY cell, id) f{{live_join}}
+        CROSS JOIN LATERAL (SELECT {{properties}}, f.count, ST_Point(f.u, f.v) AS geom) feature
+       ) AS mvt,
+       (SELECT min(until) FROM tile) AS until,
+       (SELECT coalesce(bool_or(unknown), false) FROM tile) AS unknown
 """
 
 
-def tile_query(live: bool, detailed: bool) -> sql.Composed:
+def tile_query(live: bool, detailed: bool) -> sql.SQL:
     """The tile query of a layer with or without live status, detailed or aggregated."""
-    properties = _PROPERTIES + (_LIVE_PROPERTIES if live else "")
-    features = (_DETAIL if detailed else _AGGREGATED).format(properties=properties)
-    return sql.SQL(_TILE).format(
-        live_columns=sql.SQL(_LIVE_COLUMNS if live else ""),
-        live_join=sql.SQL(_LIVE_JOIN if live else ""),
-        features=sql.SQL(features),
+    properties = _PROPERTIES if detailed else _PROPERTIES.replace("hours.open", "f.open_now")
+    query = (_DETAIL if detailed else _AGGREGATED).format(
+        properties=properties + (_LIVE_PROPERTIES if live else ""),
+        live_join=_LIVE_JOIN if live else "",
     )
+    return sql.SQL(query)
 
 
-#: What a tile shows depends on, read without building it: its facilities (how many, and a
-#: checksum of their ids, statuses and content hashes, which every load keeps: any change of a
-#: field, a position or a status changes it) and, for live layers, their sensors (stalls, last
-#: reading, how many are online now). A cached tile is served only while this row is unchanged.
-_VERSION = f"""
-SELECT count(*) AS n,
-       bit_xor(hashtextextended(f.id || ' ' || f.status || ' ' || f.content_hash, 0)) AS checksum
-       {{live_version}}
-FROM facilities f{{live_join}}
-WHERE f.layer = %(layer)s AND f.geom && {_FILTER_BOX}
+#: the opening_hours of the facilities of a tile (learnt when one is unknown)
+_HOURS = f"""
+SELECT DISTINCT f.opening_hours FROM facilities f
+WHERE {facility.live("f")} AND (f.layer = %(layer)s) IS TRUE AND f.geom && {_FILTER_BOX}
+      AND f.opening_hours IS NOT NULL
 """
-_LIVE_VERSION = (
-    ", count(s.facility_id) AS sensors, sum(s.stalls_total) AS stalls,"
-    " sum(s.stalls_free) AS free, max(s.last_seen) AS seen,"
-    " count(*) FILTER (WHERE s.last_seen > now() - make_interval(secs => %(online_s)s)) AS online"
-)
+
+#: What a tile shows depends on, read without building it: every facility (facilities_version,
+#: bumped by a trigger on any change to facilities, migration 0009) and, for live layers, the
+#: tile's sensors (stalls, last reading, how many are online now), read from toilet_status with a
+#: primary-key probe into facilities per sensor. A kept tile is served only while it is unchanged.
 _VERSIONS = {
-    live: sql.SQL(_VERSION).format(
-        live_version=sql.SQL(_LIVE_VERSION if live else ""),
-        live_join=sql.SQL(_LIVE_JOIN if live else ""),
-    )
-    for live in (False, True)
+    False: "SELECT n AS facilities FROM facilities_version",
+    True: f"""
+SELECT (SELECT n FROM facilities_version) AS facilities, count(*) AS sensors,
+       sum(s.stalls_total) AS stalls, sum(s.stalls_free) AS free, max(s.last_seen) AS seen,
+       count(*) FILTER (WHERE s.last_seen > now() - make_interval(secs => %(online_s)s)) AS online
+FROM toilet_status s JOIN facilities f ON f.id = s.facility_id
+WHERE f.layer = %(layer)s AND f.geom && {_FILTER_BOX}
+      AND EXISTS (SELECT 1 FROM toilet_devices d
+                  WHERE d.facility_id = s.facility_id AND d.revoked_at IS NULL)
+""",
 }
 #: bytes of tiles a process keeps (least recently used dropped first)
 CACHE_BYTES = 64 * 1024 * 1024
@@ -176,17 +203,17 @@ CACHE_BYTES = 64 * 1024 * 1024
 
 @dataclass
 class TileCache:
-    """Tiles built, each with the version row it was built at and its opening_hours."""
+    """Tiles built, each with the version row it was built at and when its open_now ends."""
 
     max_bytes: int = CACHE_BYTES
     size: int = 0
-    entries: OrderedDict[tuple[str, int, int, int], tuple[tuple[Any, ...], bytes, list[str]]] = (
+    entries: OrderedDict[tuple[str, int, int, int], tuple[tuple[Any, ...], bytes, float | None]] = (
         field(default_factory=OrderedDict)
     )
 
     def get(
         self, key: tuple[str, int, int, int], version: tuple[Any, ...]
-    ) -> tuple[bytes, list[str]] | None:
+    ) -> tuple[bytes, float | None] | None:
         """The tile built at exactly this version, if kept."""
         entry = self.entries.get(key)
         if entry is None or entry[0] != version:
@@ -199,7 +226,7 @@ class TileCache:
         key: tuple[str, int, int, int],
         version: tuple[Any, ...],
         tile: bytes,
-        hours: list[str],
+        until: float | None,
     ) -> None:
         """Keep a tile, dropping the least recently used beyond max_bytes."""
         old = self.entries.pop(key, None)
@@ -207,7 +234,7 @@ class TileCache:
             self.size -= len(old[1])
         if len(tile) > self.max_bytes // 4:
             return
-        self.entries[key] = (version, tile, hours)
+        self.entries[key] = (version, tile, until)
         self.size += len(tile)
         while self.size > self.max_bytes:
             _, (_, dropped, _) = self.entries.popitem(last=False)
@@ -243,15 +270,17 @@ class OpeningStates:
             self.generation += 1
         self.states[expression] = (state, until)
 
-    def arrays(self) -> tuple[list[str], list[bool | None]]:
-        """(expressions, open now) of every expression known, expired ones evaluated anew."""
+    def arrays(self) -> tuple[list[str], list[bool | None], list[float]]:
+        """(expressions, open now, monotonic time until which that holds) of every expression
+        known, expired ones evaluated anew."""
         clock = time.monotonic()
         expired = [e for e, (_, until) in self.states.items() if until <= clock]
         if expired:
             now = datetime.now(ZoneInfo(self.timezone))
             for expression in expired:
                 self._evaluate(expression, now, clock)
-        return list(self.states), [state for state, _ in self.states.values()]
+        values = self.states.values()
+        return list(self.states), [state for state, _ in values], [until for _, until in values]
 
     def learn(self, expressions: list[str]) -> bool:
         """Evaluate the expressions not known yet; whether there were any."""
@@ -262,11 +291,10 @@ class OpeningStates:
                 self._evaluate(expression, now, clock)
         return bool(new)
 
-    def seconds_valid(self, expressions: list[str]) -> float:
-        """How long the states of these expressions hold (seconds from now)."""
-        clock = time.monotonic()
-        ends = [self.states[e][1] for e in expressions if e in self.states]
-        return max(0.0, min(ends) - clock) if ends else float("inf")
+
+def _seconds_left(until: float | None) -> float:
+    """Seconds from now to a monotonic time (None: no end)."""
+    return float("inf") if until is None else max(0.0, until - time.monotonic())
 
 
 def _opening_states(request: Request, settings: Settings) -> OpeningStates:
@@ -485,8 +513,8 @@ THINNING = (
     f"tile's side beyond its edge) is a feature. Below zoom {DETAIL_ZOOM} facilities are "
     f"aggregated: the tile is cut into {GRID}x{GRID} cells and each non-empty cell is one "
     "feature placed at, and carrying the properties of, its facility with the smallest id, "
-    "with 'count' = the facilities in the cell (the counts of a tile add up to the facilities "
-    "inside it)."
+    "with 'count' = the facilities in the cell (each facility is counted in exactly one tile "
+    "of a zoom, so the counts of a tile add up to the facilities inside it)."
 )
 
 
@@ -605,41 +633,47 @@ async def build_tile(
     """
     live = has_capability(layer, LIVE_STATUS)
     detailed = z >= DETAIL_ZOOM
-    query = _QUERIES[(live, detailed)]
+    buffer = BUFFER if detailed else 0
     params: dict[str, Any] = {
         "z": z,
         "x": x,
         "y": y,
+        "n": float(2**z),
         "layer": layer,
-        "buffer": BUFFER if detailed else 0,
-        "margin": BUFFER / EXTENT if detailed else 0.0,
+        # tile units kept: [-BUFFER, EXTENT + BUFFER] from DETAIL_ZOOM (as ST_AsMVTGeom keeps),
+        # [0, EXTENT) below (each facility in exactly one tile, so counts add up)
+        "low": -buffer,
+        "high": EXTENT + buffer if detailed else EXTENT - 1,
+        "margin": (buffer + 1) / EXTENT,
         "online_s": settings.toilets.online_window_s,
     }
     limit = LIVE_MAX_AGE_S if live else MAX_AGE_S
     key = (layer, z, x, y)
     async with pool.connection() as conn:
+        params["expressions"], params["open"], params["until"] = states.arrays()
         version: tuple[Any, ...] = ()
         if cache is not None:
-            params["expressions"], params["open"] = states.arrays()
             cursor = await conn.execute(_VERSIONS[live], params, prepare=True)
             found = await cursor.fetchone()
             assert found is not None
             version = (*found.values(), states.generation)
             cached = cache.get(key, version)
             if cached is not None:
-                tile, hours = cached
-                return tile, int(min(limit, states.seconds_valid(hours)))
+                tile, until = cached
+                return tile, int(min(limit, _seconds_left(until)))
+        query = _QUERIES[(live, detailed)]
         while True:
-            params["expressions"], params["open"] = states.arrays()
             cursor = await conn.execute(query, params, prepare=True)
             row = await cursor.fetchone()
             assert row is not None
-            hours = row["hours"] or []
-            if not states.learn(hours):
+            if not row["unknown"]:
                 break
-    tile = bytes(row["mvt"] or b"")
-    if cache is not None:
-        # states learnt or changed while building: the version read before no longer holds
-        if version[-1] == states.generation:
-            cache.put(key, version, tile, hours)
-    return tile, int(min(limit, states.seconds_valid(hours)))
+            # an opening_hours expression this process has not evaluated yet: learn the tile's
+            cursor = await conn.execute(_HOURS, params, prepare=True)
+            states.learn([found["opening_hours"] for found in await cursor.fetchall()])
+            params["expressions"], params["open"], params["until"] = states.arrays()
+    tile, until = bytes(row["mvt"] or b""), row["until"]
+    if cache is not None and version[-1] == states.generation:
+        # (states learnt or changed while building: the version read before no longer holds)
+        cache.put(key, version, tile, until)
+    return tile, int(min(limit, _seconds_left(until)))

@@ -296,3 +296,100 @@ def test_ogrinfo_reads_a_tile(client: TestClient, sample_db: str, tmp_path: Path
     ).stdout  # fmt: skip
     expected = sum(in_tile(p["lon"], p["lat"], 15, col, row, BUFFER) for p in points)
     assert f"Feature Count: {expected}" in out
+
+
+def lonlat(x: float, y: float) -> tuple[float, float]:
+    """WGS 84 lon/lat of an EPSG:3857 x/y."""
+    return math.degrees(x / 6378137.0), math.degrees(
+        2 * math.atan(math.exp(y / 6378137.0)) - math.pi / 2
+    )
+
+
+#: tile units from a tile corner: on it, either side of a pixel edge, of the buffer's edge
+OFFSETS = [-64.3, -63.7, -0.7, -0.3, 0.0, 0.3, 0.7, 63.7, 64.3]
+
+
+def corner_points(url: str, z: int, col: int, row: int, offsets: list[float]) -> list[str]:
+    """Clinics at `offsets` (tile units, both axes) from the top-left corner of a tile."""
+    size = 2 * HALF / (1 << z)
+    left, top = -HALF + col * size, HALF - row * size
+    ids = []
+    with connect(url, autocommit=True) as conn:
+        for i, du in enumerate(offsets):
+            for j, dv in enumerate(offsets):
+                lon, lat = lonlat(left + du / EXTENT * size, top - dv / EXTENT * size)
+                ids.append(f"edge-{z}-{i}-{j}")
+                conn.execute(
+                    "INSERT INTO facilities (id, layer, name, source, source_id, geom, h3_15,"
+                    " content_hash) VALUES (%(id)s, 'clinic', %(id)s, 'test', %(id)s,"
+                    " ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326), 0, 'x')",
+                    {"id": ids[-1], "lon": lon, "lat": lat},
+                )
+    return ids
+
+
+def tile_units(frame: Any, z: int, col: int, row: int) -> dict[str, tuple[int, int]]:
+    """Each feature's position in tile units, from GDAL's georeferenced coordinates."""
+    size = 2 * HALF / (1 << z)
+    left, top = -HALF + col * size, HALF - row * size
+    return {
+        fid: (round((g.x - left) / size * EXTENT), round((top - g.y) / size * EXTENT))
+        for fid, g in zip(frame["id"], frame.geometry, strict=True)
+    }
+
+
+def test_points_on_tile_edges_are_in_one_tile_and_every_buffer(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    z = 16
+    col, row = tile_of(114.12, 22.55, z)
+    around = [(col - 1, row - 1), (col, row - 1), (col - 1, row), (col, row)]
+    with TestClient(create_app(settings_for(fresh_db))) as client:
+        for c, r in around:  # kept while empty: the inserts below must show all the same
+            assert client.get(tile_url("clinic", z, c, r)).content == b""
+        ids = corner_points(fresh_db, z, col, row, OFFSETS)
+        homes = dict.fromkeys(ids, 0)
+        for c, r in around:
+            response = client.get(tile_url("clinic", z, c, r))
+            frame = read_tile(tmp_path, response.content, z, c, r, clip=False)
+            # brute force: PostGIS's own transform and ST_AsMVTGeom with the same buffer
+            with connect(fresh_db) as conn:
+                expected = conn.execute(
+                    "SELECT id FROM facilities WHERE ST_AsMVTGeom(ST_Transform(geom, 3857),"
+                    " ST_TileEnvelope(%s, %s, %s), %s, %s, true) IS NOT NULL",
+                    (z, c, r, EXTENT, BUFFER),
+                ).fetchall()
+            assert sorted(frame["id"]) == sorted(e["id"] for e in expected)
+            for fid, (u, v) in tile_units(frame, z, c, r).items():
+                assert -BUFFER <= u <= EXTENT + BUFFER and -BUFFER <= v <= EXTENT + BUFFER
+                homes[fid] += 0 <= u < EXTENT and 0 <= v < EXTENT
+        # every point within the buffer of the corner: in all four tiles, at home in one
+        near = {f"edge-{z}-{i}-{j}" for i in range(1, 8) for j in range(1, 8)}
+        assert all(homes[fid] == 1 for fid in near), {f: homes[f] for f in near if homes[f] != 1}
+
+        # a change to facilities shows at once: renamed, removed
+        with connect(fresh_db, autocommit=True) as conn:
+            conn.execute("UPDATE facilities SET name = 'renamed' WHERE id = %s", (ids[40],))
+            conn.execute("UPDATE facilities SET status = 'removed' WHERE id = %s", (ids[41],))
+        frame = read_tile(
+            tmp_path, client.get(tile_url("clinic", z, col, row)).content, z, col, row, clip=False
+        )
+        names = dict(zip(frame["id"], frame["name"], strict=True))
+        assert names[ids[40]] == "renamed" and ids[41] not in names
+
+
+def test_aggregated_counts_take_each_facility_once(fresh_db: str, tmp_path: Path) -> None:
+    z = DETAIL_ZOOM - 1
+    col, row = tile_of(114.12, 22.55, z)
+    offsets = [-0.7, -0.3, 0.0, 0.3, 0.7, 40.0]
+    ids = corner_points(fresh_db, z, col, row, offsets)
+    total = 0
+    with TestClient(create_app(settings_for(fresh_db))) as client:
+        for c, r in [(col - 1, row - 1), (col, row - 1), (col - 1, row), (col, row)]:
+            response = client.get(tile_url("clinic", z, c, r))
+            frame = read_tile(tmp_path, response.content, z, c, r, clip=False)
+            total += int(frame["count"].sum())
+            assert all(
+                0 <= u < EXTENT and 0 <= v < EXTENT for u, v in tile_units(frame, z, c, r).values()
+            )
+    assert total == len(ids)
