@@ -19,10 +19,19 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
-from geoservice.api.deps import PoolDep, PrimaryPoolDep, SettingsDep
-from geoservice.residents.signin import ResidentDep
+from geoservice.api.deps import get_pool, get_settings
+from geoservice.api.errors import Unauthorized
+from geoservice.api.routing import standby_for
+from geoservice.residents.signin import (
+    SESSION,
+    SIGN_IN_FIRST,
+    request_token,
+    resident_for_token,
+    session_params,
+    session_resident,
+)
 from geoservice.residents.subscriptions import reason
 
 router = APIRouter(prefix="/api/v1/me", tags=["residents"])
@@ -102,6 +111,17 @@ SELECT {FEED_COLUMNS} {FEED_JOINS}
 WHERE f.resident_id = %(r)s AND f.id < %(before)s
 ORDER BY f.id DESC LIMIT %(limit)s
 """
+#: the session check and the page in one round trip: a row per item, each with the resident's
+#: columns (`resident_id` for the session's `id`), or one row with NULL item columns when the
+#: page is empty; no row: no live session
+SESSION_PAGE = f"""
+WITH me AS ({SESSION})
+SELECT me.id AS resident_id, me.email, me.lang, me.recommendations, me.mail_digest, me.feed_key,
+       me.stale, me.events_pending, page.*
+FROM me LEFT JOIN LATERAL (
+    {FEED_PAGE.replace("%(r)s", "me.id")}
+) page ON true
+"""
 
 #: the largest feed id (no `before` given)
 NO_CURSOR = 2**63 - 1
@@ -168,27 +188,50 @@ async def feed_page(
     return [item_json(r, lang, public_url) for r in rows]
 
 
-@router.get("/feed", response_class=Response)
+@router.get(
+    "/feed",
+    response_class=Response,
+    responses={401: {"description": "missing, invalid or revoked resident token"}},
+)
 async def my_feed(
-    resident: ResidentDep,
-    pool: PoolDep,
-    primary: PrimaryPoolDep,
-    settings: SettingsDep,
+    request: Request,
     limit: int = Query(50, ge=1, le=200),
     before: int | None = Query(None, ge=1, description="items older than this feed id"),
 ) -> Response:
-    """The resident's feed, newest first: ``{"items": [...]}``, each with its reason."""
+    """The resident's feed, newest first: ``{"items": [...]}``, each with its reason.
+
+    The hot read path, so it takes the request itself rather than FastAPI dependencies (the
+    same helpers they wrap): the session is checked on the primary and, unless the page may be
+    read on a standby, the page comes in the same statement (``SESSION_PAGE``): one round trip.
+    """
+    settings = get_settings(request)
+    primary = get_pool(request)
+    public_url = settings.service.public_url
+    token = request_token(request)
+    if token is None:
+        raise Unauthorized(SIGN_IN_FIRST)
+    standby = standby_for(request)
+    if standby is None:
+        params = session_params(token, settings)
+        params |= {"before": before or NO_CURSOR, "limit": limit}
+        async with primary.connection() as conn:
+            rows = await (await conn.execute(SESSION_PAGE, params, prepare=True)).fetchall()
+            if not rows:
+                raise Unauthorized(SIGN_IN_FIRST)
+            resident = await session_resident(conn, rows[0], params, "resident_id")
+        items = [item_json(r, resident.lang, public_url) for r in rows if r["id"] is not None]
+    else:
+        found = await resident_for_token(primary, token, settings)
+        if found is None:
+            raise Unauthorized(SIGN_IN_FIRST)
+        resident = found
+        items = await feed_page(standby.pool, resident.id, resident.lang, public_url, limit, before)
     # what happened since the last fan-out reaches the feed before it is read; rows it just
     # wrote are read back from the primary (a standby may not have them yet)
-    written = 0
-    if resident.events_pending:
-        written = await fan_out_async(primary, settings.residents.max_radius_m)
-    items = await feed_page(
-        primary if written else pool,
-        resident.id, resident.lang, settings.service.public_url, limit, before,
-    )  # fmt: skip
+    if resident.events_pending and await fan_out_async(primary, settings.residents.max_radius_m):
+        items = await feed_page(primary, resident.id, resident.lang, public_url, limit, before)
     out: dict[str, Any] = {"items": items}
     if len(items) == limit:
         out["next"] = f"/api/v1/me/feed?limit={limit}&before={items[-1]['id']}"
-    # the hot read path: orjson straight to bytes (datetimes as RFC 3339)
+    # orjson straight to bytes (datetimes as RFC 3339)
     return Response(orjson.dumps(out), media_type="application/json")

@@ -7,12 +7,14 @@ from fastapi import APIRouter
 from geoservice.residents import account, atom, feed, signin, subscriptions
 
 router = APIRouter()
-# the Atom route before /api/v1/me/… so "feed.atom" is never read as another path
+# the feed first: the most frequent request, and FastAPI tries every route before the one that
+# matches; the Atom route before the other /api/v1/me/… so "feed.atom" is never read as another
+# path
 for module_router in (
+    feed.router,
     signin.router,
     account.public_router,
     atom.router,
-    feed.router,
     subscriptions.router,
     account.router,
 ):

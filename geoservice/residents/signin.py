@@ -43,6 +43,7 @@ logger = logging.getLogger("servicemap.residents")
 RESIDENT_PREFIX = "smr_"
 SESSION_COOKIE = "servicemap_session"
 LANGS = ("zh-Hans", "zh-Hant", "en")
+SIGN_IN_FIRST = "sign in first: a resident token (bearer or session cookie) is required"
 _EMAIL = re.compile(r"^[^@\s<>\"'(),;:]+@[^@\s<>\"'(),;:]+\.[^@\s<>\"'(),;:]+$")
 
 router = APIRouter(prefix="/api/v1/residents", tags=["residents"])
@@ -102,7 +103,9 @@ WITH seen AS (UPDATE residents SET last_seen_at = now() WHERE id = %(resident)s)
 INSERT INTO resident_sessions (token_hash, resident_id) VALUES (%(hash)s, %(resident)s)
 """
 _END_SESSION = "DELETE FROM resident_sessions WHERE token_hash = %(hash)s"
-_SESSION = """
+#: a live session's resident; `stale`: last used over an hour ago; `events_pending`: events
+#: wait for the fan-out (the feed then fans out before it reads)
+SESSION = """
 SELECT r.id, r.email, r.lang, r.recommendations, r.mail_digest, r.feed_key,
        s.last_used_at < now() - interval '1 hour' AS stale,
        EXISTS (SELECT 1 FROM resident_events WHERE fanned_out_at IS NULL) AS events_pending
@@ -265,20 +268,31 @@ def request_token(request: Request) -> str | None:
     return token
 
 
-async def resident_for_token(pool: Any, token: str, settings: Settings) -> Resident | None:
-    """The resident whose live session this token is, or None."""
-    digest = token_hash(token)
-    async with pool.connection() as conn:
-        params = {"hash": digest, "days": settings.residents.session_days}
-        row = await (await conn.execute(_SESSION, params, prepare=True)).fetchone()
-        if row is None:
-            return None
-        if row["stale"]:
-            await conn.execute(_TOUCH, {"hash": digest, "id": row["id"]})
+def session_params(token: str, settings: Settings) -> dict[str, Any]:
+    """The parameters of ``SESSION`` (and of statements built on it) for this token."""
+    return {"hash": token_hash(token), "days": settings.residents.session_days}
+
+
+async def session_resident(
+    conn: Any, row: dict[str, Any], params: dict[str, Any], id_column: str = "id"
+) -> Resident:
+    """The resident of a row of ``SESSION``; a session last used over an hour ago is touched."""
+    if row["stale"]:
+        await conn.execute(_TOUCH, {"hash": params["hash"], "id": row[id_column]})
     return Resident(
-        int(row["id"]), str(row["email"]), str(row["lang"]), bool(row["recommendations"]),
+        int(row[id_column]), str(row["email"]), str(row["lang"]), bool(row["recommendations"]),
         bool(row["mail_digest"]), str(row["feed_key"]), bool(row["events_pending"]),
     )  # fmt: skip
+
+
+async def resident_for_token(pool: Any, token: str, settings: Settings) -> Resident | None:
+    """The resident whose live session this token is, or None."""
+    params = session_params(token, settings)
+    async with pool.connection() as conn:
+        row = await (await conn.execute(SESSION, params, prepare=True)).fetchone()
+        if row is None:
+            return None
+        return await session_resident(conn, row, params)
 
 
 async def optional_resident(
@@ -297,7 +311,7 @@ async def current_resident(
 ) -> Resident:
     """The signed-in resident: 401 without a live session."""
     if resident is None:
-        raise Unauthorized("sign in first: a resident token (bearer or session cookie) is required")
+        raise Unauthorized(SIGN_IN_FIRST)
     return resident
 
 
