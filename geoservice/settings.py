@@ -176,6 +176,9 @@ class ResidentSettings(BaseSettings):
     session_days: int = Field(90, ge=1, le=3650)
     #: an account unused this many days is erased (0: never)
     retention_days: int = Field(730, ge=0, le=36500)
+    #: feed items, and then their events, older than this many days are deleted by each digest
+    #: run, except items not yet mailed to a resident who wants digests (0: kept forever)
+    feed_retention_days: int = Field(365, ge=0, le=36500)
     #: largest radius of an area subscription (metres), and subscriptions per resident
     max_radius_m: float = Field(5000.0, gt=0, le=50000)
     max_subscriptions: int = Field(200, ge=1, le=10000)

@@ -7,7 +7,16 @@ the server accepted the message and before the next mail is begun, so an interru
 ever repeat the one message whose acceptance it did not live to record. Only one run works at a
 time (a session advisory lock): ``servicemap notify`` and ``serve``'s periodic mode may overlap.
 The run also does the upkeep: expired sign-in codes, stale sessions and accounts unused for
-``retention_days`` go.
+``retention_days`` go, and so do feed items older than ``feed_retention_days`` (``prune``).
+
+Pruning rule: an item older than the retention goes unless it has not been mailed yet and its
+resident wants digests (it goes in a later run, once mailed; without a mail server such items
+stay); an event goes once it was fanned out before the cut-off and no item refers to it any
+more (the public facility feeds' closures and reopenings are kept as long). A feed item is
+written in its event's fan-out statement, so its ``created_at`` is its event's
+``fanned_out_at``: old events are taken a chunk at a time (by id), their deletable items deleted
+``PRUNE_BATCH`` at a time, each in its own short transaction, then the chunk's events that no
+item refers to. Only the run holding the lock marks items mailed, so nothing changes under it.
 """
 
 from __future__ import annotations
@@ -52,6 +61,29 @@ ORDER BY f.id DESC LIMIT {MAX_ITEMS}
 """
 _MARK = "UPDATE resident_feed SET mailed_at = now() WHERE id = ANY(%(ids)s) AND mailed_at IS NULL"
 
+#: old events looked at per chunk, and feed items deleted per statement, when pruning
+PRUNE_CHUNK = 200
+PRUNE_BATCH = 10_000
+_OLD_EVENTS = """
+SELECT id FROM resident_events
+WHERE fanned_out_at < now() - make_interval(days => %(days)s) AND id > %(after)s
+ORDER BY id LIMIT %(chunk)s
+"""
+_PRUNE_ITEMS = """
+DELETE FROM resident_feed WHERE id IN (
+    SELECT f.id FROM resident_feed f JOIN residents r ON r.id = f.resident_id
+    WHERE f.event_id = ANY(%(events)s)
+      AND f.created_at < now() - make_interval(days => %(days)s)
+      AND (f.mailed_at IS NOT NULL OR NOT r.mail_digest)
+    LIMIT %(batch)s
+)
+"""
+_PRUNE_EVENTS = """
+DELETE FROM resident_events e
+WHERE e.id = ANY(%(events)s)
+  AND NOT EXISTS (SELECT 1 FROM resident_feed f WHERE f.event_id = e.id)
+"""
+
 
 class NotifyBusy(Exception):
     """Another digest run holds the lock."""
@@ -68,6 +100,8 @@ class NotifyResult:
     failed: int = 0
     erased_accounts: int = 0
     purged_codes: int = 0
+    pruned_items: int = 0
+    pruned_events: int = 0
 
 
 def digest_for(resident: dict[str, Any], rows: list[dict[str, Any]], public_url: str) -> Digest:
@@ -105,9 +139,31 @@ def run(url: str, settings: Settings, delivery: Delivery | None = None) -> Notif
             if s.retention_days:
                 erased = conn.execute(ERASE_UNUSED, {"days": s.retention_days}).fetchone()
                 result.erased_accounts = int(erased["erased"]) if erased else 0
+            if s.feed_retention_days:
+                result.pruned_items, result.pruned_events = prune(conn, s.feed_retention_days)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
     return result
+
+
+def prune(conn: Any, days: int, batch: int = PRUNE_BATCH) -> tuple[int, int]:
+    """Delete feed items and events older than `days` (autocommit connection, under the lock):
+    (items, events) deleted; see the module's pruning rule."""
+    items = events = 0
+    after = 0
+    while True:
+        found = conn.execute(_OLD_EVENTS, {"days": days, "after": after, "chunk": PRUNE_CHUNK})
+        chunk = [int(r["id"]) for r in found.fetchall()]
+        if not chunk:
+            return items, events
+        params: dict[str, Any] = {"events": chunk, "days": days, "batch": batch}
+        while True:
+            deleted = conn.execute(_PRUNE_ITEMS, params).rowcount
+            items += deleted
+            if deleted < batch:
+                break
+        events += conn.execute(_PRUNE_EVENTS, {"events": chunk}).rowcount
+        after = chunk[-1]
 
 
 def _mail(conn: Any, delivery: Delivery, public_url: str, result: NotifyResult) -> None:

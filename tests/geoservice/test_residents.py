@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 
 from geoservice.app import create_app
 from geoservice.db.connection import connect
+from geoservice.residents.notify import prune
 from geoservice.residents.notify import run as notify
 from geoservice.settings import Settings
 from ingest.disclosures import ingest_catalogue
@@ -50,8 +51,8 @@ def residents_db(make_db: Callable[[], str], sample_dir: Path) -> str:
     return url
 
 
-def residents_settings(url: str, smtp_url: str, **limits: Any) -> Settings:
-    """Settings with mail through the test server."""
+def residents_settings(url: str, smtp_url: str | None, **limits: Any) -> Settings:
+    """Settings with mail through the test server (None: no mail server, codes to the log)."""
     settings = settings_for(url)
     settings.residents = settings.residents.model_copy(update={"smtp_url": smtp_url, **limits})
     return settings
@@ -481,3 +482,124 @@ def test_serve_mails_digests_periodically_when_configured(
                 time.sleep(0.2)
         digests = mailbox.to("periodic@example.org")[1:]
         assert digests and "定时推送测试文件" in digests[0].get_body(("plain",)).get_content()
+
+
+# --- the feed's pages and pruning ------------------------------------------------------------
+
+
+def _event(conn: Any, title: str, age_days: int) -> int:
+    """An event fanned out `age_days` ago (as the fan-out leaves it)."""
+    row = conn.execute(
+        "INSERT INTO resident_events (kind, document_id, title, at, fanned_out_at)"
+        " VALUES ('document_new', %(t)s, %(t)s, now() - make_interval(days => %(d)s),"
+        " now() - make_interval(days => %(d)s)) RETURNING id",
+        {"t": title, "d": age_days},
+    ).fetchone()
+    return int(row["id"])
+
+
+def _item(conn: Any, resident: int, event: int, mailed: bool) -> int:
+    """A feed item of `event` for `resident`, written when the event was fanned out."""
+    row = conn.execute(
+        "INSERT INTO resident_feed (resident_id, event_id, created_at, mailed_at)"
+        " SELECT %(r)s, id, fanned_out_at, CASE WHEN %(m)s THEN fanned_out_at END"
+        " FROM resident_events WHERE id = %(e)s RETURNING id",
+        {"r": resident, "e": event, "m": mailed},
+    ).fetchone()
+    return int(row["id"])
+
+
+def _resident_id(conn: Any, email: str) -> int:
+    return int(conn.execute("SELECT id FROM residents WHERE email = %s", (email,)).fetchone()["id"])
+
+
+def test_feed_pages_newest_first_by_keyset_with_the_session_checked(
+    api: TestClient, smtp: tuple[Mailbox, str], residents_db: str
+) -> None:
+    api_with(api, smtp[1])
+    token = sign_up(api, smtp[0], "pages@example.org", "en")
+    empty = api.get("/api/v1/me/feed", headers=bearer(token))
+    assert empty.status_code == 200 and empty.json() == {"items": []}
+    with connect(residents_db, autocommit=True) as conn:
+        me = _resident_id(conn, "pages@example.org")
+        written = [_item(conn, me, _event(conn, f"page item {n}", 1), True) for n in range(5)]
+        # the session was last used two hours ago: reading the feed touches it
+        conn.execute("UPDATE resident_sessions SET last_used_at = now() - interval '2 hours'"
+                     " WHERE resident_id = %s", (me,))  # fmt: skip
+    seen: list[int] = []
+    url: str | None = "/api/v1/me/feed?limit=2"
+    pages = 0
+    while url is not None:
+        page = api.get(url, headers=bearer(token))
+        assert page.status_code == 200, page.text
+        body = page.json()
+        seen += [i["id"] for i in body["items"]]
+        assert all(set(i) == {"id", "kind", "title", "url", "published_at", "reason"}
+                   for i in body["items"])  # fmt: skip
+        assert len(body["items"]) <= 2
+        url = body.get("next")
+        pages += 1
+    assert seen == sorted(written, reverse=True) and pages == 3
+    assert (
+        api.get(f"/api/v1/me/feed?before={written[2]}", headers=bearer(token)).json()["items"]
+        == api.get("/api/v1/me/feed", headers=bearer(token)).json()["items"][3:]
+    )
+    with connect(residents_db) as conn:
+        touched = conn.execute("SELECT last_used_at > now() - interval '1 minute' AS fresh"
+                               " FROM resident_sessions WHERE resident_id = %s", (me,)).fetchone()  # fmt: skip
+    assert touched["fresh"]
+    assert api.get("/api/v1/me/feed?limit=0", headers=bearer(token)).status_code == 422
+    assert api.get("/api/v1/me/feed", headers=bearer("smr_" + "x" * 40)).status_code == 401
+    assert api.post("/api/v1/residents/sign-out", headers=bearer(token)).status_code == 204
+    api.cookies.clear()
+    assert api.get("/api/v1/me/feed", headers=bearer(token)).status_code == 401
+    assert api.get("/api/v1/me/feed").status_code == 401
+
+
+def test_old_feed_items_and_events_are_pruned_but_unmailed_digests_wait(
+    api: TestClient, smtp: tuple[Mailbox, str], residents_db: str
+) -> None:
+    mailbox = smtp[0]
+    api_with(api, smtp[1])
+    sign_up(api, mailbox, "prune-keen@example.org", "en")
+    quiet = sign_up(api, mailbox, "prune-quiet@example.org")
+    api.patch("/api/v1/me", headers=bearer(quiet), json={"mail_digest": False})
+    # whatever earlier tests left unmailed is mailed first, so only this test's items wait
+    notify(residents_db, residents_settings(residents_db, smtp[1]))
+    with connect(residents_db, autocommit=True) as conn:
+        keen, calm = (_resident_id(conn, f"prune-{n}@example.org") for n in ("keen", "quiet"))
+        mailed = _event(conn, "old and mailed", 400)
+        waiting = _event(conn, "old and waiting for the digest", 400)
+        nobody = _event(conn, "old and for no one", 400)
+        young = _event(conn, "young", 1)
+        gone = [_item(conn, keen, mailed, True), _item(conn, calm, mailed, False),
+                _item(conn, calm, waiting, False)]  # fmt: skip
+        kept = [_item(conn, keen, waiting, False), _item(conn, keen, young, True),
+                _item(conn, calm, young, False)]  # fmt: skip
+        # one item per statement: the batches add up to the whole
+        items, events = prune(conn, 30, batch=1)
+        assert (items, events) == (3, 2)
+        left = {r["id"] for r in conn.execute(
+            "SELECT id FROM resident_feed WHERE id = ANY(%s)", (gone + kept,))}  # fmt: skip
+        assert left == set(kept)
+        events_left = {r["id"] for r in conn.execute(
+            "SELECT id FROM resident_events WHERE id = ANY(%s)", ([mailed, waiting, nobody, young],))}  # fmt: skip
+        assert events_left == {waiting, young}
+    # without a mail server nothing is mailed, so the waiting item stays
+    quiet_run = notify(residents_db, residents_settings(residents_db, None, feed_retention_days=30))
+    assert (quiet_run.pruned_items, quiet_run.pruned_events) == (0, 0)
+    # mailed in the next digest run, then pruned by the same run with its event
+    before = len(mailbox.to("prune-keen@example.org"))
+    run = notify(residents_db, residents_settings(residents_db, smtp[1], feed_retention_days=30))
+    digest = mailbox.to("prune-keen@example.org")[before:]
+    assert len(digest) == 1
+    assert "old and waiting for the digest" in digest[0].get_body(("plain",)).get_content()
+    assert (run.pruned_items, run.pruned_events) == (1, 1)
+    with connect(residents_db) as conn:
+        assert conn.execute("SELECT count(*) AS n FROM resident_events WHERE id = %s",
+                            (waiting,)).fetchone()["n"] == 0  # fmt: skip
+        assert {r["id"] for r in conn.execute(
+            "SELECT id FROM resident_feed WHERE id = ANY(%s)", (kept,))} == set(kept[1:])  # fmt: skip
+    # 0 keeps everything
+    assert notify(residents_db, residents_settings(residents_db, None, feed_retention_days=0)
+                  ).pruned_items == 0  # fmt: skip
