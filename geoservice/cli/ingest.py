@@ -10,10 +10,9 @@ from typing import Annotated, Any
 import psycopg
 import typer
 from psycopg.rows import dict_row
-from rich.table import Table
 
 from geoservice.cli.common import migrated_database, settings
-from geoservice.cli.console import err, fail, progress, summary
+from geoservice.cli.console import err, fail, progress, summary, table
 from geoservice.db.connection import connect, libpq_url
 from geoservice.disclosures.linking import link_all
 from geoservice.query.h3 import pending_count, sync_cells
@@ -237,18 +236,21 @@ def _print_issues(result: IngestReport) -> None:
     issues = sorted(result.issues, key=lambda i: (i.severity != "error", i.row or 0))
     if not issues:
         return
-    table = Table(
-        title=f"{result.errors:,} error(s), {result.warnings:,} warning(s) ({result.row_numbers()})"
-    )
-    for column in ("", "where", "field", "value", "reason"):
-        table.add_column(column, overflow="fold")
-    for item in issues[:_SHOWN_ISSUES]:
-        value = item.value if item.value is None or len(item.value) <= 60 else item.value[:60] + "…"
-        table.add_row(item.severity, item.where(), item.field, value or "", item.reason)
-    err.print(table)
+    rows = [
+        {"severity": item.severity, "where": item.where(), "field": item.field or "",
+         "value": _shown(item.value), "reason": item.reason}
+        for item in issues[:_SHOWN_ISSUES]
+    ]  # fmt: skip
+    title = f"{result.errors:,} error(s), {result.warnings:,} warning(s) ({result.row_numbers()})"
+    table(title, rows, console=err, fold=("field", "value", "reason"))
     more = len(result.issues) + result.issues_dropped - _SHOWN_ISSUES
     if more > 0:
         err.print(f"… and {more:,} more (all of them: --report FILE.json)")
+
+
+def _shown(value: str | None) -> str:
+    """An issue's value as the terminal shows it: the first 60 characters."""
+    return "" if value is None else value if len(value) <= 60 else value[:60] + "…"
 
 
 def register(app: typer.Typer) -> None:

@@ -21,6 +21,7 @@ import prcoords
 import pyogrio
 import pytest
 import xlwt
+from rich.cells import cell_len
 from rich.console import Console
 from shapely import points
 
@@ -330,9 +331,10 @@ def test_csv_rows_are_lines(fresh_db: str, tmp_path: Path) -> None:
 # --- the summary table ----------------------------------------------------------------------
 
 
-def test_summary_never_truncates_a_number(monkeypatch: pytest.MonkeyPatch) -> None:
-    buffer = io.StringIO()
-    monkeypatch.setattr(console, "out", Console(file=buffer, width=80))
+@pytest.mark.parametrize("width", [40, 80])
+def test_summary_never_truncates_a_number(monkeypatch: pytest.MonkeyPatch, width: int) -> None:
+    buffer = io.StringIO()  # a log: not a terminal
+    monkeypatch.setattr(console, "out", Console(file=buffer, width=width))
     row = {"source": "facilities-1000000", "outcome": "ok", "read": 1_000_000,
            "inserted": 1_000_000, "updated": 0, "unchanged": 0, "removed": 0, "rejected": 0,
            "warnings": 123_456}  # fmt: skip
@@ -340,9 +342,22 @@ def test_summary_never_truncates_a_number(monkeypatch: pytest.MonkeyPatch) -> No
     text = buffer.getvalue()
     assert "1,000,000" in text and "123,456" in text and "…" not in text
     assert "outcome" in text and "inserted" in text
-    assert all(len(line) <= 80 for line in text.splitlines())
+    assert all(len(line) <= width for line in text.splitlines())
     # a narrow table stays a table
     buffer.seek(0)
     buffer.truncate()
     console.summary("small", [{"read": 3, "inserted": 3}])
     assert "┃" in buffer.getvalue() or "│" in buffer.getvalue()
+
+
+@pytest.mark.parametrize("width", [40, 80])
+def test_issue_table_keeps_row_numbers_whole(width: int) -> None:
+    buffer = io.StringIO()
+    log = Console(file=buffer, width=width)
+    issue = {"severity": "error", "where": "row 1000001", "field": "经度", "value": "东经[1]",
+             "reason": "not a number: a longer explanation that may wrap inside its cell"}  # fmt: skip
+    console.table("1,000,000 error(s)", [issue], console=log, fold=("field", "value", "reason"))
+    text = buffer.getvalue()
+    assert "row 1000001" in text and "1,000,000 error(s)" in text
+    assert "东经[1]" in text  # a value is no markup
+    assert all(cell_len(line) <= width for line in text.splitlines())
