@@ -201,44 +201,50 @@ WHERE f.layer = %(layer)s AND f.geom && {_FILTER_BOX}
 CACHE_BYTES = 64 * 1024 * 1024
 
 
+def etag_of(payload: bytes) -> str:
+    """The ETag of a response body: a hash of its bytes."""
+    return '"' + hashlib.blake2b(payload, digest_size=16).hexdigest() + '"'
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A built tile: its bytes, their ETag, and the monotonic time its open_now states end."""
+
+    payload: bytes
+    etag: str
+    until: float | None
+
+
 @dataclass
 class TileCache:
-    """Tiles built, each with the version row it was built at and when its open_now ends."""
+    """Tiles built, each with the version row it was built at."""
 
     max_bytes: int = CACHE_BYTES
     size: int = 0
-    entries: OrderedDict[tuple[str, int, int, int], tuple[tuple[Any, ...], bytes, float | None]] = (
-        field(default_factory=OrderedDict)
+    entries: OrderedDict[tuple[str, int, int, int], tuple[tuple[Any, ...], Tile]] = field(
+        default_factory=OrderedDict
     )
 
-    def get(
-        self, key: tuple[str, int, int, int], version: tuple[Any, ...]
-    ) -> tuple[bytes, float | None] | None:
+    def get(self, key: tuple[str, int, int, int], version: tuple[Any, ...]) -> Tile | None:
         """The tile built at exactly this version, if kept."""
         entry = self.entries.get(key)
         if entry is None or entry[0] != version:
             return None
         self.entries.move_to_end(key)
-        return entry[1], entry[2]
+        return entry[1]
 
-    def put(
-        self,
-        key: tuple[str, int, int, int],
-        version: tuple[Any, ...],
-        tile: bytes,
-        until: float | None,
-    ) -> None:
+    def put(self, key: tuple[str, int, int, int], version: tuple[Any, ...], tile: Tile) -> None:
         """Keep a tile, dropping the least recently used beyond max_bytes."""
         old = self.entries.pop(key, None)
         if old is not None:
-            self.size -= len(old[1])
-        if len(tile) > self.max_bytes // 4:
+            self.size -= len(old[1].payload)
+        if len(tile.payload) > self.max_bytes // 4:
             return
-        self.entries[key] = (version, tile, until)
-        self.size += len(tile)
+        self.entries[key] = (version, tile)
+        self.size += len(tile.payload)
         while self.size > self.max_bytes:
-            _, (_, dropped, _) = self.entries.popitem(last=False)
-            self.size -= len(dropped)
+            _, (_, dropped) = self.entries.popitem(last=False)
+            self.size -= len(dropped.payload)
 
 
 _QUERIES = {
@@ -334,9 +340,12 @@ def collection_links(base: str, key: str) -> list[dict[str, Any]]:
     ]
 
 
-def etagged(request: Request, payload: bytes, *, media_type: str, max_age: int) -> Response:
-    """`payload` with an ETag of its bytes and Cache-Control; 304 when the client has it."""
-    etag = '"' + hashlib.blake2b(payload, digest_size=16).hexdigest() + '"'
+def etagged(
+    request: Request, payload: bytes, *, media_type: str, max_age: int, etag: str | None = None
+) -> Response:
+    """`payload` with an ETag of its bytes (`etag` when known) and Cache-Control; 304 when the
+    client has it."""
+    etag = etag or etag_of(payload)
     headers = {"ETag": etag, "Cache-Control": f"public, max-age={max_age}"}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
@@ -602,7 +611,7 @@ async def tile(
             f"tile {tile_matrix}/{tile_row}/{tile_col} is outside the tile matrix: "
             f"tileRow and tileCol must be below {size} at tileMatrix {tile_matrix}"
         )
-    payload, max_age = await build_tile(
+    built, max_age = await build_tile(
         pool,
         settings,
         _opening_states(request, settings),
@@ -612,7 +621,7 @@ async def tile(
         tile_row,
         cache=_tile_cache(request),
     )
-    return etagged(request, payload, media_type=MVT, max_age=max_age)
+    return etagged(request, built.payload, media_type=MVT, max_age=max_age, etag=built.etag)
 
 
 async def build_tile(
@@ -625,10 +634,10 @@ async def build_tile(
     y: int,
     *,
     cache: TileCache | None = None,
-) -> tuple[bytes, int]:
-    """(the MVT bytes, seconds they stay valid) of one tile of one layer.
+) -> tuple[Tile, int]:
+    """(the tile, seconds it stays valid) of one layer.
 
-    With a cache, the tile's version row (``_VERSION``) is read first: a tile built at the same
+    With a cache, the tile's version row (``_VERSIONS``) is read first: a tile built at the same
     version and the same opening states is served as it was, anything else is built anew.
     """
     live = has_capability(layer, LIVE_STATUS)
@@ -659,11 +668,11 @@ async def build_tile(
             version = (*found.values(), states.generation)
             cached = cache.get(key, version)
             if cached is not None:
-                tile, until = cached
-                return tile, int(min(limit, _seconds_left(until)))
+                return cached, int(min(limit, _seconds_left(cached.until)))
         query = _QUERIES[(live, detailed)]
         while True:
-            cursor = await conn.execute(query, params, prepare=True)
+            # binary: the tile's bytes as they are (text would send and parse them as hex)
+            cursor = await conn.execute(query, params, prepare=True, binary=True)
             row = await cursor.fetchone()
             assert row is not None
             if not row["unknown"]:
@@ -672,8 +681,9 @@ async def build_tile(
             cursor = await conn.execute(_HOURS, params, prepare=True)
             states.learn([found["opening_hours"] for found in await cursor.fetchall()])
             params["expressions"], params["open"], params["until"] = states.arrays()
-    tile, until = bytes(row["mvt"] or b""), row["until"]
+    payload = bytes(row["mvt"] or b"")
+    tile = Tile(payload, etag_of(payload), row["until"])
     if cache is not None and version[-1] == states.generation:
         # (states learnt or changed while building: the version read before no longer holds)
-        cache.put(key, version, tile, until)
-    return tile, int(min(limit, _seconds_left(until)))
+        cache.put(key, version, tile)
+    return tile, int(min(limit, _seconds_left(tile.until)))
