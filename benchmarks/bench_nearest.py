@@ -185,12 +185,17 @@ def pgbench(url: str, script: str, seconds: int, clients: int = CLIENTS) -> floa
 
 
 def arguments(description: str) -> argparse.Namespace:
-    """--rows / --seconds / --quick."""
+    """--rows / --seconds / --quick, from the command line however the benchmark is run.
+
+    ``python -m benchmarks nearest --rows 10000`` runs this module imported, not as
+    ``__main__``: the options are read from ``sys.argv`` either way; what they do not know
+    (the benchmark names, other benchmarks' options) is left alone.
+    """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="100,000 rows, 8 s runs")
-    args, _ = parser.parse_known_args(sys.argv[1:] if __name__ == "__main__" else [])
+    args, _ = parser.parse_known_args(sys.argv[1:])
     if args.quick:
         args.rows, args.seconds = 100_000, 8
     return args

@@ -15,13 +15,22 @@ facilities (``h3_counts``, exact per facility) instead: every facility in cell c
 the cell's centre, so by the triangle inequality of the ellipsoidal distance it lies between
 d(P, centre_c) - ρ_c and d(P, centre_c) + ρ_c from P (d exact, pyproj's geodesic). The cells
 nearest by their far edge that hold k facilities give a distance T within which k lie; only
-cells whose near edge is ≤ T can hold one of the k nearest, so the facilities within ρ_c of
-those cells' centres, plus those whose cells are still queued (``h3_pending``), are ranked by
-exact ellipsoidal distance in one statement, in the snapshot the cells were read in (filters
-that leave fewer than k within T widen T). A point goes this way when it is more than FAR_M
-from every occupied coarse cell (``Extent``, cached per process: it only picks the path), or
-when the near path cannot prove its answer. The cost follows how many facilities lie within a
-cell's width of the k-th distance, not the distance.
+cells whose near edge is ≤ T can hold one of the k nearest. Coarse to fine: while those cells
+hold many facilities, the finer cells meeting their discs (``_cover``, provably all of them)
+are read with their counts, giving a nearer T and smaller discs, down to a few facilities. The
+facilities in lon/lat boxes around the last discs, plus those whose cells are still queued
+(``h3_pending``), are ranked by exact ellipsoidal distance (filters that leave fewer than k
+within T widen T). A point goes this way when it is more than FAR_M from every occupied coarse
+cell (``Extent``, cached per process: it only picks the path), or when the near path cannot
+prove its answer. The cost follows how many facilities lie near the k-th distance, not the
+distance.
+
+Counts are read in the snapshot the facilities are read in. A process keeps the counts it read
+(``CellCache``): once nothing is queued, h3_counts is a function of the facilities, and
+``facilities_version`` (migration 0009) changes in the transaction of any facility change
+(bulk loads included: they write the counts in the same transaction), so each statement
+returns the version and whether anything is queued, and a snapshot where they differ from the
+kept counts' is searched again from counts read in one repeatable-read transaction.
 """
 
 from __future__ import annotations
@@ -95,45 +104,61 @@ FROM (SELECT {{columns}},
 _POINT = (
     "(SELECT ST_SetSRID(ST_MakePoint(%(lon)s::float8, %(lat)s::float8), 4326)::geography AS pt)"
 )
-# the far path: facilities within a disc around the centre of each cell that may hold a
-# nearer one, and those whose cells are still queued, ranked by exact ellipsoidal distance
+# the far path: facilities in boxes around the discs of the cells that may hold one of the k
+# nearest, and those whose cells are still queued, with what tells the snapshot's state (the
+# kept counts hold while it is the same); ranked in Python by exact ellipsoidal distance. The
+# planar index and no distance here: the geography discs' estimate (~50 rows, an expensive
+# distance each) crossed jit_above_cost, and compiling cost 20-850 ms for a few rows.
 _FAR_SQL = f"""
-SELECT c.*, {{live_columns}}
-FROM (SELECT DISTINCT ON (distance_m, id) *
-      FROM (SELECT {{columns}},
-                   ST_Distance(f.geom::geography, q.pt, true) AS distance_m,
-                   0.0::float8 AS sphere_m
-              FROM unnest(%(cell_lon)s::float8[], %(cell_lat)s::float8[], %(cell_r)s::float8[])
-                   AS cell(lon, lat, r)
-              JOIN facilities f
-                ON ST_DWithin(f.geom::geography,
-                              ST_SetSRID(ST_MakePoint(cell.lon, cell.lat), 4326)::geography,
-                              cell.r, false),
-                   {_POINT} q
-             WHERE {facility.live("f")} AND f.layer = ANY(%(layers)s) {{filters}}
-            UNION ALL
-            SELECT {{columns}},
-                   ST_Distance(f.geom::geography, q.pt, true) AS distance_m,
-                   0.0::float8 AS sphere_m
-              FROM h3_pending p JOIN facilities f ON f.id = p.facility_id, {_POINT} q
-             WHERE {facility.live("f")} AND f.layer = ANY(%(layers)s) {{filters}}) near
-      ORDER BY distance_m, id
-      LIMIT {{limit}}) c
+SELECT s.version AS snapshot_version, s.pending AS snapshot_pending, c.*, {{live_columns}}
+FROM (SELECT (SELECT n FROM facilities_version) AS version,
+             EXISTS (SELECT 1 FROM h3_pending) AS pending) s
+LEFT JOIN (SELECT DISTINCT ON (id) *
+           FROM (SELECT {{columns}}
+                   FROM unnest(%(x0)s::float8[], %(y0)s::float8[], %(x1)s::float8[],
+                               %(y1)s::float8[]) AS b(x0, y0, x1, y1)
+                   JOIN facilities f ON f.geom && ST_MakeEnvelope(b.x0, b.y0, b.x1, b.y1, 4326),
+                        {_POINT} q
+                  WHERE {facility.live("f")} AND f.layer = ANY(%(layers)s) {{filters}}
+                 UNION ALL
+                 SELECT {{columns}}
+                   FROM h3_pending p JOIN facilities f ON f.id = p.facility_id, {_POINT} q
+                  WHERE {facility.live("f")} AND f.layer = ANY(%(layers)s) {{filters}}) u
+           ORDER BY id) c ON true
 {{live_joins}}
 """
 #: occupied cells of one resolution for some layers (at most MAX_CELLS + 1 read)
+_STATE_COLUMNS = (
+    "(SELECT n FROM facilities_version) AS version, EXISTS (SELECT 1 FROM h3_pending) AS pending"
+)
 _CELLS = (
-    "SELECT coalesce(array_agg(cell), '{}') AS cells, coalesce(array_agg(n), '{}') AS counts"
-    " FROM (SELECT cell, sum(count)::bigint AS n FROM (SELECT cell, count FROM h3_counts"
+    "SELECT coalesce(array_agg(cell), '{}') AS cells, coalesce(array_agg(n), '{}') AS counts, "
+    + _STATE_COLUMNS
+    + " FROM (SELECT cell, sum(count)::bigint AS n FROM (SELECT cell, count FROM h3_counts"
     "       WHERE resolution = %s AND layer = ANY(%s) AND count > 0 LIMIT %s) c"
     "       GROUP BY cell) g"
 )
 #: resolutions tried, finest first: the first with at most MAX_CELLS occupied cells is used
 FAR_RESOLUTIONS = (8, 6, 4, 2, 0)
 MAX_CELLS = 2_000
+#: occupied cells of one resolution among given ones (the finer level's cover)
+_FINER = (
+    "SELECT coalesce(array_agg(cell), '{}') AS cells, coalesce(array_agg(n), '{}') AS counts, "
+    + _STATE_COLUMNS
+    + " FROM (SELECT cell, sum(count)::bigint AS n FROM h3_counts"
+    "       WHERE resolution = %s AND layer = ANY(%s) AND cell = ANY(%s::bigint[]) AND count > 0"
+    "       GROUP BY cell) g"
+)
+#: resolutions a refinement step goes down (each cell's disc covered by ~90 finer cells)
+FINE_STEP = 1
+#: refinement stops once the cells that may hold one of the k nearest hold at most this many
+FINE_FACILITIES = 32
 #: the sphere the index and ST_DWithin(..., false) measure on (PostGIS: the mean radius)
 SPHERE_RADIUS_M = 6_371_008.7714
 GEOD = Geod(ellps="WGS84")
+#: WGS 84's equatorial radius and its meridian's least radius of curvature, a(1 - e²) (metres)
+EQUATOR_M = 6_378_137.0
+MERIDIAN_MIN_M = 6_335_439.327
 #: beyond this from every occupied coarse cell a point takes the far path directly (metres)
 FAR_M = 50_000.0
 EXTENT_RESOLUTION = 4
@@ -215,6 +240,61 @@ class Extent:
         return bool(metres.min() > FAR_M)
 
 
+#: the far path's snapshot: one repeatable-read view of facilities and the H3 counts, without
+#: JIT (the disc join's estimate, ~50 rows a disc, crossed jit_optimize_above_cost and compiling
+#: took ~850 ms for a statement that runs in a few); what tells whether kept counts still hold
+_SNAPSHOT = (
+    "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET LOCAL jit = off;"
+    " SELECT (SELECT n FROM facilities_version) AS version,"
+    " EXISTS (SELECT 1 FROM h3_pending) AS pending"
+)
+#: most finer cells' counts kept per process before starting afresh
+MAX_KEPT_CELLS = 200_000
+
+
+@dataclass
+class _Counts:
+    """Counts of H3 cells as read in snapshots with one facilities version and nothing queued."""
+
+    version: int | None
+    #: per layer set: (resolution, cells, counts, discs) of the coarse level
+    coarse: dict[tuple[str, ...], tuple[int, np.ndarray, np.ndarray, np.ndarray]] = field(
+        default_factory=dict
+    )
+    #: per (resolution, layer set): cell -> count (0: read and empty)
+    finer: dict[tuple[int, tuple[str, ...]], dict[int, int]] = field(default_factory=dict)
+    kept: int = 0
+
+
+@dataclass
+class CellCache:
+    """The H3 counts the far path read, reused while they cannot have changed (per process).
+
+    Once nothing is queued in h3_pending, h3_counts is a function of the facilities, and
+    facilities_version changes in the same transaction as any facility. So a snapshot with the
+    version the counts were read at and an empty queue has exactly those counts; any other
+    snapshot reads its own (kept only if its queue is empty).
+    """
+
+    counts: _Counts = field(default_factory=lambda: _Counts(None))
+
+    def for_snapshot(self, version: int | None, pending: bool) -> _Counts:
+        """Counts valid in a snapshot with this facilities version and queue state."""
+        if pending or version is None:
+            return _Counts(None)  # this request's own
+        if self.counts.version != version or self.counts.kept > MAX_KEPT_CELLS:
+            self.counts = _Counts(version)
+        return self.counts
+
+
+def _cell_cache(request: Request) -> CellCache:
+    cache: CellCache | None = getattr(request.app.state, "nearest_cells", None)
+    if cache is None:
+        cache = CellCache()
+        request.app.state.nearest_cells = cache
+    return cache
+
+
 def _extent(request: Request) -> Extent:
     extent: Extent | None = getattr(request.app.state, "nearest_extent", None)
     if extent is None:
@@ -289,10 +369,12 @@ async def nearest_facilities(
     hours: HoursCache | None = None,
     now: datetime | None = None,
     extent: Extent | None = None,
+    cells: CellCache | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of the k nearest facilities (ellipsoidal ``distance_m`` ascending), exact.
 
-    With an ``extent``, points far from every facility skip the index's sphere order.
+    With an ``extent``, points far from every facility skip the index's sphere order; with
+    ``cells``, the far path reuses H3 counts while they cannot have changed.
 
     Each row carries its ``live`` status (toilets) and ``rating``, read in the same statement.
     """
@@ -308,7 +390,9 @@ async def nearest_facilities(
         params["closed"] = closed
     if extent is not None and await extent.is_far(conn, lat, lon):
         # far from every facility: the index's sphere order would read them all (docstring)
-        return await _far(conn, lat, lon, filters, params, math.inf, closed, settings, moment)
+        return await _far(
+            conn, lat, lon, filters, params, math.inf, closed, settings, moment, cells
+        )
     # a few beyond k: the k-th is then almost always proven nearer than anything unfetched
     limit = filters.k + CANDIDATE_MARGIN
     while True:
@@ -331,7 +415,7 @@ async def nearest_facilities(
             # far away: bound by cells, not by widening (the module docstring)
             if filters.max_distance_m is not None:
                 kth = min(kth, filters.max_distance_m)
-            return await _far(conn, lat, lon, filters, params, kth, closed, settings, moment)
+            return await _far(conn, lat, lon, filters, params, kth, closed, settings, moment, cells)
         limit = min(limit * 4, MAX_CANDIDATES)
 
 
@@ -363,21 +447,203 @@ def _discs(cells: tuple[int, ...]) -> np.ndarray:
     return np.array([_cell_disc(c) for c in cells], dtype=float).reshape(-1, 3)
 
 
+@dataclass
+class _Level:
+    """Occupied cells of one resolution around the point: where facilities can be, how many."""
+
+    resolution: int
+    cells: np.ndarray
+    counts: np.ndarray
+    #: rows (lon, lat, radius) of ``_cell_disc``
+    discs: np.ndarray
+    #: ellipsoidal metres from the point to each cell's centre
+    to_centre: np.ndarray
+
+    @classmethod
+    def at(
+        cls, resolution: int, cells: np.ndarray, counts: np.ndarray, discs: np.ndarray,
+        lat: float, lon: float,
+    ) -> _Level:  # fmt: skip
+        """The level, with each centre measured exactly from (lat, lon)."""
+        to_centre = np.zeros(0)
+        if len(discs):
+            n = len(discs)
+            _, _, to_centre = GEOD.inv(np.full(n, lon), np.full(n, lat), discs[:, 0], discs[:, 1])
+        return cls(resolution, cells, counts, discs, np.asarray(to_centre, dtype=float))
+
+    @property
+    def nearest_m(self) -> np.ndarray:
+        """No facility of a cell is nearer than this (its centre's distance less the radius)."""
+        return np.asarray(self.to_centre - self.discs[:, 2] - 1.0)
+
+    def bound(self, wanted: int) -> float:
+        """A distance within which `wanted` counted facilities surely lie (inf if fewer)."""
+        far_edge = self.to_centre + self.discs[:, 2] + 1.0
+        order = np.argsort(far_edge)
+        enough = np.flatnonzero(np.cumsum(self.counts[order]) >= wanted)
+        return float(far_edge[order[enough[0]]]) if len(enough) else math.inf
+
+    def within(self, threshold: float) -> np.ndarray:
+        """Mask of the cells that may hold a facility at most `threshold` away."""
+        return np.asarray(self.nearest_m <= threshold)
+
+    def boxes(self, mask: np.ndarray) -> tuple[list[float], list[float], list[float], list[float]]:
+        """(west, south, east, north) of lon/lat boxes holding the discs of the masked cells.
+
+        A path of length r changes latitude by at most r / M (M ≥ a(1 - e²), the meridian's
+        least radius of curvature) and longitude by at most r / (a cos φ) with φ the largest
+        latitude it reaches; boxes crossing the antimeridian are split in two.
+        """
+        lon, lat, radius = (self.discs[mask, i] for i in range(3))
+        dlat = np.degrees(radius / MERIDIAN_MIN_M) * (1 + 1e-9) + 1e-9
+        reach = np.minimum(np.abs(lat) + dlat, 90.0)
+        with np.errstate(divide="ignore"):
+            dlon = np.degrees(radius / (EQUATOR_M * np.cos(np.radians(reach)))) * (1 + 1e-9)
+        dlon = np.where((reach >= 90.0) | ~(dlon < 180.0), 180.0, dlon + 1e-9)
+        boxes: list[tuple[float, float, float, float]] = []
+        for x, half_lon, y, half_lat in zip(
+            lon.tolist(), dlon.tolist(), lat.tolist(), dlat.tolist(), strict=True
+        ):
+            south, north = max(y - half_lat, -90.0), min(y + half_lat, 90.0)
+            west, east = x - half_lon, x + half_lon
+            boxes.append((max(west, -180.0), south, min(east, 180.0), north))
+            if west < -180.0:
+                boxes.append((west + 360.0, south, 180.0, north))
+            if east > 180.0:
+                boxes.append((-180.0, south, east - 360.0, north))
+        return ([b[0] for b in boxes], [b[1] for b in boxes], [b[2] for b in boxes],
+                [b[3] for b in boxes])  # fmt: skip
+
+
+class _Stale(Exception):
+    """Kept counts do not hold in a statement's snapshot (facilities changed, or a queue)."""
+
+
+def _check(row: dict[str, Any] | None, store: _Counts, checked: bool) -> None:
+    """Raise ``_Stale`` unless the statement's snapshot is one the kept counts hold in."""
+    if checked:
+        return  # the counts were read in this very snapshot
+    if row is None or row["version"] != store.version or row["pending"]:
+        raise _Stale
+
+
 async def _occupied_cells(
-    conn: psycopg.AsyncConnection[dict[str, Any]], layer_keys: list[str]
-) -> tuple[list[int], np.ndarray]:
-    """Cells holding live facilities of these layers and how many, at the finest resolution
-    with at most MAX_CELLS of them."""
+    conn: psycopg.AsyncConnection[dict[str, Any]],
+    layer_keys: list[str],
+    store: _Counts,
+    checked: bool,
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """(resolution, cells, counts, discs) of the cells holding live facilities of these layers,
+    at the finest resolution with at most MAX_CELLS of them."""
+    key = tuple(sorted(layer_keys))
+    kept = store.coarse.get(key)
+    if kept is not None:
+        return kept
     cells: list[int] = []
     counts: list[int] = []
+    resolution = FAR_RESOLUTIONS[0]
     # one row of two arrays: a row per cell cost more in Python than the query
     for resolution in FAR_RESOLUTIONS:
         cursor = await conn.execute(_CELLS, (resolution, layer_keys, MAX_CELLS + 1))
         row = await cursor.fetchone()
+        _check(row, store, checked)
         cells, counts = (list(row["cells"]), list(row["counts"])) if row else ([], [])
         if len(cells) <= MAX_CELLS:
             break
-    return [int(c) for c in cells], np.array(counts, dtype=np.int64)
+    found = (
+        resolution,
+        np.array(cells, dtype=np.int64),
+        np.array(counts, dtype=np.int64),
+        _discs(tuple(int(c) for c in cells)),
+    )
+    store.coarse[key] = found
+    return found
+
+
+async def _finer_counts(
+    conn: psycopg.AsyncConnection[dict[str, Any]],
+    resolution: int,
+    layer_keys: list[str],
+    cells: np.ndarray,
+    store: _Counts,
+    checked: bool,
+) -> np.ndarray:
+    """How many live facilities of these layers each cell holds (each cell read once)."""
+    known = store.finer.setdefault((resolution, tuple(sorted(layer_keys))), {})
+    wanted = cells.tolist()
+    missing = [c for c in wanted if c not in known]
+    if missing:
+        cursor = await conn.execute(_FINER, (resolution, layer_keys, missing))
+        row = await cursor.fetchone()
+        _check(row, store, checked)
+        read = dict.fromkeys(missing, 0)
+        if row:
+            read.update(zip(row["cells"], row["counts"], strict=True))
+        known.update(read)
+        store.kept += len(missing)
+    return np.array([known[c] for c in wanted], dtype=np.int64)
+
+
+@lru_cache(maxsize=20_000)
+def _cover(cell: int, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """(cells, their ``_cell_disc`` rows): every cell of `resolution` that meets `cell`'s disc.
+
+    Grown ring by ring around the finer cell holding the disc's centre until a whole ring lies
+    outside the disc: a path from the centre to any point of a cell beyond that ring passes
+    through it (neighbouring cells differ by one ring), so no cell beyond meets the disc.
+    """
+    lon, lat, radius = _cell_disc(cell)
+    origin = h3lib.api.basic_int.latlng_to_cell(lat, lon, resolution)
+    inside = [origin]
+    ring_no = 0
+    while True:
+        ring_no += 1
+        seen = set(inside)
+        ring = [c for c in h3lib.api.basic_int.grid_disk(origin, ring_no) if c not in seen]
+        ring_discs = np.array([_cell_disc(c) for c in ring], dtype=float).reshape(-1, 3)
+        n = len(ring)
+        _, _, to_ring = GEOD.inv(
+            np.full(n, lon), np.full(n, lat), ring_discs[:, 0], ring_discs[:, 1]
+        )
+        if bool(np.all(to_ring - ring_discs[:, 2] > radius)):
+            cells = np.array(sorted(inside), dtype=np.int64)
+            return cells, np.array([_cell_disc(int(c)) for c in cells], dtype=float)
+        inside.extend(ring)
+
+
+async def _refine(
+    conn: psycopg.AsyncConnection[dict[str, Any]],
+    level: _Level,
+    layer_keys: list[str],
+    threshold: float,
+    wanted: int,
+    point: tuple[float, float],
+    store: _Counts,
+    checked: bool,
+) -> tuple[_Level, float]:
+    """Finer levels while the cells that may hold a facility within `threshold` hold many.
+
+    Every facility within the threshold lies in a kept cell, so in a finer cell meeting that
+    cell's disc (``_cover``), which is occupied, so read here; the finer cells' counts then
+    give a nearer threshold and fewer, smaller discs to rank.
+    """
+    while level.resolution < 15:
+        kept = level.within(threshold)
+        if int(level.counts[kept].sum()) <= FINE_FACILITIES:
+            break
+        finer = min(level.resolution + FINE_STEP, 15)
+        covers = [_cover(int(c), finer) for c in level.cells[kept]]
+        if not covers:
+            break
+        cells, first = np.unique(np.concatenate([c for c, _ in covers]), return_index=True)
+        if len(cells) > MAX_CELLS:
+            break
+        discs = np.concatenate([d for _, d in covers])[first]
+        counts = await _finer_counts(conn, finer, layer_keys, cells, store, checked)
+        held = counts > 0
+        level = _Level.at(finer, cells[held], counts[held], discs[held], *point)
+        threshold = min(threshold, level.bound(wanted))
+    return level, threshold
 
 
 async def _far(
@@ -390,99 +656,125 @@ async def _far(
     closed: list[str] | None,
     settings: Settings,
     moment: datetime,
+    cache: CellCache | None = None,
 ) -> list[dict[str, Any]]:
     """The k nearest when the sphere's bound is too loose: by cell bounds (module docstring).
 
     ``kth`` is an ellipsoidal distance within which k facilities are known to lie (or inf).
+    With counts kept from an earlier snapshot, each statement says whether its snapshot has
+    the same facilities and nothing queued; if not, everything is read again in one snapshot.
     """
-    timezone = settings.district.timezone
+    cache = cache or CellCache()
+    search = _FarSearch(conn, (lat, lon), filters, params, kth, closed, settings, moment)
+    kept = cache.counts
+    if kept.version is not None:
+        try:
+            return await search.run(kept, checked=False)
+        except _Stale:
+            pass
     # the cells and the facilities in one snapshot: a facility whose cell is counted after the
     # cells were read would otherwise be neither in them nor still queued
     async with conn.transaction():
-        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        cells, counts = await _occupied_cells(conn, filters.layers)
-        discs = _discs(tuple(cells))
-        nearest_m = np.zeros(0)
-        if len(discs):
-            _, _, to_centre = GEOD.inv(
-                np.full(len(discs), lon), np.full(len(discs), lat), discs[:, 0], discs[:, 1]
-            )
-            # no facility of a cell is nearer than its centre's distance less the radius
-            nearest_m = to_centre - discs[:, 2] - 1.0
-            order = np.argsort(to_centre + discs[:, 2])
+        cursor = await conn.execute(_SNAPSHOT)
+        while cursor.pgresult is not None and cursor.pgresult.ntuples == 0 and cursor.nextset():
+            pass
+        state = await cursor.fetchone()
+        version = None if state is None or state["version"] is None else int(state["version"])
+        store = cache.for_snapshot(version, bool(state and state["pending"]))
+        return await search.run(store, checked=True)
+
+
+@dataclass
+class _FarSearch:
+    """One far request: its point, filters and bound, searched with some kept counts."""
+
+    conn: psycopg.AsyncConnection[dict[str, Any]]
+    point: tuple[float, float]
+    filters: Filters
+    params: dict[str, Any]
+    kth: float
+    closed: list[str] | None
+    settings: Settings
+    moment: datetime
+
+    async def run(self, store: _Counts, *, checked: bool) -> list[dict[str, Any]]:
+        """The k nearest; ``_Stale`` if a statement's snapshot is not one `store` holds in."""
+        filters = self.filters
+        limit_m = math.inf if filters.max_distance_m is None else filters.max_distance_m
+        cap = min(self.kth, limit_m)
+        resolution, cells, counts, discs = await _occupied_cells(
+            self.conn, filters.layers, store, checked
+        )
+        coarse = _Level.at(resolution, cells, counts, discs, *self.point)
+        if not len(cells):
+            # no cells counted (all queued): every facility is a candidate
+            found = await self.within(coarse, math.inf, store, checked)
+            return _taken(found[: filters.k])
+        wanted = filters.k
+        while True:
             # every facility of the cells nearest by their far edge lies within that edge
-            held = np.cumsum(counts[order])
-            far_edge = (to_centre + discs[:, 2])[order] + 1.0
-            limit_m = math.inf if filters.max_distance_m is None else filters.max_distance_m
-            cap = min(kth, limit_m)
-            wanted = filters.k
-            while True:
-                enough = np.flatnonzero(held >= wanted)
-                threshold = float(far_edge[enough[0]]) if len(enough) else math.inf
-                final = threshold >= cap
-                threshold = min(threshold, cap)
-                found = await _within(conn, filters, params, discs, nearest_m, threshold, closed,
-                                      settings, timezone, moment)  # fmt: skip
-                if len(found) >= filters.k:
-                    return _taken(found[: filters.k])
-                if final:
-                    if cap >= limit_m:
-                        return _taken(found)
-                    cap = limit_m  # the k candidates changed since they were read: look on
-                # filters left fewer than k this near: look further
-                wanted *= 4
-        # no cells counted (all queued): every facility is a candidate
-        found = await _within(conn, filters, params, discs, nearest_m, math.inf, closed,
-                              settings, timezone, moment)  # fmt: skip
-        return _taken(found[: filters.k])
+            threshold = min(coarse.bound(wanted), cap)
+            level, threshold = await _refine(
+                self.conn, coarse, filters.layers, threshold, wanted, self.point, store, checked
+            )
+            found = await self.within(level, threshold, store, checked)
+            if len(found) >= filters.k:
+                return _taken(found[: filters.k])
+            if threshold >= cap:
+                if cap >= limit_m:
+                    return _taken(found)
+                cap = limit_m  # the k candidates changed since they were read: look on
+            # filters left fewer than k this near: look further
+            wanted *= 4
 
-
-async def _within(
-    conn: psycopg.AsyncConnection[dict[str, Any]],
-    filters: Filters,
-    params: dict[str, Any],
-    discs: np.ndarray,
-    nearest_m: np.ndarray,
-    threshold: float,
-    closed: list[str] | None,
-    settings: Settings,
-    timezone: str,
-    moment: datetime,
-) -> list[dict[str, Any]]:
-    """The accepted facilities at most `threshold` away, nearest first (at most k + margin)."""
-    kept = discs[nearest_m <= threshold] if len(discs) else discs
-    far_params = {
-        **params,
-        "cell_lon": kept[:, 0].tolist(),
-        "cell_lat": kept[:, 1].tolist(),
-        "cell_r": kept[:, 2].tolist(),
-    }
-    limit = filters.k + CANDIDATE_MARGIN
-    while True:
-        query = _far_query(filters, bool(closed), limit, settings)
-        rows = await (await conn.execute(query, far_params)).fetchall()
+    async def within(
+        self, level: _Level, threshold: float, store: _Counts, checked: bool
+    ) -> list[dict[str, Any]]:
+        """The accepted facilities at most `threshold` away, nearest first."""
+        x0, y0, x1, y1 = level.boxes(level.within(threshold))
+        query = _far_query(self.filters, bool(self.closed), self.settings)
+        params = {**self.params, "x0": x0, "y0": y0, "x1": x1, "y1": y1}
+        rows = await (await self.conn.execute(query, params, prepare=True)).fetchall()
+        if not rows:
+            raise _Stale  # the state row always comes: only a broken snapshot has none
+        _check(
+            {"version": rows[0]["snapshot_version"], "pending": rows[0]["snapshot_pending"]},
+            store,
+            checked,
+        )
+        rows = [r for r in rows if r["id"] is not None]
+        if rows:
+            lat, lon = self.point
+            n = len(rows)
+            _, _, metres = GEOD.inv(
+                np.full(n, lon),
+                np.full(n, lat),
+                np.array([r["lon"] for r in rows], dtype=float),
+                np.array([r["lat"] for r in rows], dtype=float),
+            )
+            for row, distance in zip(rows, metres.tolist(), strict=True):
+                row["distance_m"] = distance
+        timezone = self.settings.district.timezone
         accepted = [
             r
             for r in rows
-            if _passes(r, filters, timezone, moment) and float(r["distance_m"]) <= threshold
+            if r["distance_m"] <= threshold and _passes(r, self.filters, timezone, self.moment)
         ]
-        beyond = rows and float(rows[-1]["distance_m"]) > threshold
-        if len(accepted) >= filters.k or len(rows) < limit or beyond:
-            return accepted
-        limit *= 4
+        accepted.sort(key=lambda r: (r["distance_m"], r["id"]))
+        return accepted
 
 
-def _far_query(filters: Filters, closed: bool, limit: int, settings: Settings) -> str:
+def _far_query(filters: Filters, closed: bool, settings: Settings) -> str:
     """The far path's statement text for one combination, composed once like ``_query``'s."""
     key = (
         filters.max_distance_m is not None, filters.accessible, filters.available,
-        filters.open_now, closed, limit, settings.toilets.online_window_s,
+        filters.open_now, closed, 0, settings.toilets.online_window_s,
     )  # fmt: skip
     text = _FAR_QUERIES.get(key)
     if text is None:
         if len(_FAR_QUERIES) >= MAX_STATEMENTS:
             _FAR_QUERIES.clear()
-        composed = _compose(filters, closed, limit, settings, template=_FAR_SQL)
+        composed = _compose(filters, closed, 0, settings, template=_FAR_SQL)
         text = _FAR_QUERIES[key] = composed.as_string()
     return text
 
@@ -493,7 +785,8 @@ _FAR_QUERIES: dict[tuple[bool, bool, bool, bool, bool, int, int], str] = {}
 def _taken(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         live.take(row)
-        row.pop("sphere_m")
+        for extra in ("sphere_m", "snapshot_version", "snapshot_pending"):
+            row.pop(extra, None)
     return rows
 
 
@@ -558,6 +851,7 @@ async def nearest(
             settings,
             hours=_hours_cache(request),
             extent=_extent(request),
+            cells=_cell_cache(request),
         )
     timezone = settings.district.timezone
     features = [to_feature(row, timezone=timezone) for row in rows]
