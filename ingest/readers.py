@@ -15,6 +15,7 @@ import io
 import itertools
 import json
 import re
+import warnings
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -223,6 +224,7 @@ def _open_gdal(path: Path, fmt: str, encoding: str | None = None) -> Source:
     # a GeoJSON feature's own "id" (GDAL gives numeric ones as the FID) is the source's id
     feature_ids = fmt == "geojson" and "id" not in columns and _GEOJSON_ID.search(_head(path))
     if feature_ids:
+        _unique_feature_ids(path, target)
         columns.append("id")
     declared = pyproj.CRS.from_user_input(info["crs"]) if info.get("crs") else None
     total = int(info["features"]) if int(info.get("features", -1)) >= 0 else None
@@ -240,6 +242,31 @@ def _open_gdal(path: Path, fmt: str, encoding: str | None = None) -> Source:
 _GEOJSON_ID = re.compile(
     rb'"type"\s*:\s*"Feature"\s*,\s*"id"\s*:|[{,]\s*"id"\s*:\s*[^,]*,\s*"type"\s*:\s*"Feature"'
 )
+
+
+_DUPLICATE_FID = re.compile(r"Several features with id = (.+) have been found")
+
+
+def _unique_feature_ids(path: Path, target: str) -> None:
+    """Refuse a GeoJSON whose numeric feature ids repeat.
+
+    GDAL makes numeric feature ids its FIDs and renumbers a repeated one with nothing but a
+    warning: the feature would get a made-up identity and the duplicate would pass unseen. Which
+    feature was renumbered is lost, so the file is refused as a whole (ids only, one pass).
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        try:
+            pyogrio.read_arrow(target, columns=[], read_geometry=False, return_fids=True)
+        except _GDAL_READ_ERRORS:
+            return  # reading the features says what is wrong, with the rest of its checks
+    for warning in caught:
+        if (found := _DUPLICATE_FID.search(str(warning.message))) is not None:
+            raise IngestError(
+                f"{path.name}: duplicate id: several features have the id {found[1]}; "
+                "GeoJSON feature ids must be unique (fix them, or name an id property in the "
+                "mapping's [fields] source_id)"
+            )
 
 
 def dbf_encoding(path: Path) -> str | None:

@@ -96,20 +96,45 @@ def test_geojson_feature_ids_are_identity(
     renamed = ["翠竹小学", "东门中学（初中部）", "罗湖外语学校"]
     report = ingest(fresh_db, _schools(path, renamed, ids), layer="school", source="edu")
     assert (report.inserted, report.updated) == (0, 1)
+    assert _active(fresh_db, "edu") == 3  # not a second active 东门中学
     stored = rows(fresh_db, "SELECT source_id FROM facilities WHERE source = 'edu' ORDER BY 1")
     assert [r["source_id"] for r in stored] == [str(i) for i in ids]
 
 
+@pytest.mark.parametrize("column", ["id", "ID", "编号", "source_id"])
 def test_id_column_found_and_duplicates_reported(
-    fresh_db: str, ingest: Ingest, tmp_path: Path
+    fresh_db: str, ingest: Ingest, tmp_path: Path, column: str
 ) -> None:
     path = tmp_path / "ids.csv"
-    path.write_text("ID,name,lon,lat\nA1,甲,114.12,22.55\nA2,乙,114.13,22.55\nA1,丙,114.14,22.55\n")
+    path.write_text(
+        f"{column},name,lon,lat\nA1,甲,114.12,22.55\nA2,乙,114.13,22.55\nA1,丙,114.14,22.55\n",
+        encoding="utf-8",
+    )
     with pytest.raises(IngestFailed) as failed:
         ingest(fresh_db, path, layer="toilet", source="ids")
     issue = failed.value.report.error_issues[0]
     assert (issue.row, issue.field, issue.value) == (4, "source_id", "A1")
     assert "duplicate id: row 2" in issue.reason
+    # loading the rest still reports the duplicate, and the ids are the column's
+    report = ingest(fresh_db, path, layer="toilet", source="ids", skip_invalid=True)
+    assert report.inserted == 2 and report.rejected == 1
+    assert any("duplicate id" in i.reason for i in report.issues)
+    stored = rows(fresh_db, "SELECT source_id FROM facilities WHERE source = 'ids' ORDER BY 1")
+    assert [r["source_id"] for r in stored] == ["A1", "A2"]
+
+
+@pytest.mark.parametrize("ids", [[7, 8, 7], ["s-7", "s-8", "s-7"]])
+def test_duplicate_geojson_feature_ids_reported(
+    fresh_db: str, ingest: Ingest, tmp_path: Path, ids: list[object]
+) -> None:
+    # numeric ids are GDAL's FIDs, which it renumbers when they repeat: refused, not made up
+    path = _schools(tmp_path / "s.geojson", ["翠竹小学", "东门中学", "罗湖外语学校"], ids)
+    with pytest.raises(IngestFailed) as failed:
+        ingest(fresh_db, path, layer="school", source="dup")
+    report = failed.value.report
+    said = [report.reason or ""] + [i.reason for i in report.error_issues]
+    assert any("duplicate id" in text for text in said), said
+    assert _active(fresh_db, "dup") == 0
 
 
 def test_name_normalisation() -> None:

@@ -286,6 +286,43 @@ def test_gbk_shapefile_without_cpg(fresh_db: str, ingest: Ingest, tmp_path: Path
     assert [r["name"] for r in _stored(fresh_db, "gbk")] == NAMES
 
 
+TRADITIONAL_NAMES = ["東門公廁", "翠竹智慧公廁（翠竹路）", "羅湖口岸公廁"]
+
+
+def _big5_shapefile(tmp_path: Path, code_page: int) -> Path:
+    """A Big5 Shapefile (Hong Kong/Taiwan GIS exports) without `.cpg`, DBF code page as given."""
+    frame = _frame()
+    frame["name"] = TRADITIONAL_NAMES
+    path = tmp_path / "big5.shp"
+    pyogrio.write_dataframe(frame, path, encoding="big5")
+    path.with_suffix(".cpg").unlink()
+    dbf = path.with_suffix(".dbf")
+    data = bytearray(dbf.read_bytes())
+    data[29] = code_page
+    dbf.write_bytes(bytes(data))
+    return path
+
+
+def test_dbf_code_page_byte_is_honoured(fresh_db: str, ingest: Ingest, tmp_path: Path) -> None:
+    # 0x78: Big5 (code page 950); read as GB18030 (the guess without a code page) it is mojibake
+    report = ingest(fresh_db, _big5_shapefile(tmp_path, 0x78), layer="toilet", source="ldid")
+    assert report.outcome == "ok" and report.inserted == 3
+    assert [r["name"] for r in _stored(fresh_db, "ldid")] == TRADITIONAL_NAMES
+
+
+def test_dbf_encoding_flag(fresh_db: str, tmp_path: Path) -> None:
+    path = _big5_shapefile(tmp_path, 0)
+    done = run_cli(fresh_db, "ingest", str(path), "--layer", "toilet", "--source", "guess")
+    assert done.returncode == 0, done.stderr
+    # no code page, no .cpg: the guess (GB18030) reads Big5 bytes as other characters
+    assert [r["name"] for r in _stored(fresh_db, "guess")] != TRADITIONAL_NAMES
+    done = run_cli(
+        fresh_db, "ingest", str(path), "--layer", "toilet", "--source", "flag", "--encoding", "big5"
+    )
+    assert done.returncode == 0, done.stderr
+    assert [r["name"] for r in _stored(fresh_db, "flag")] == TRADITIONAL_NAMES
+
+
 def test_csv_encoding_flag(fresh_db: str, tmp_path: Path) -> None:
     path = tmp_path / "big5.csv"
     lines = ["id,name,lon,lat"] + [
@@ -326,6 +363,20 @@ def test_csv_rows_are_lines(fresh_db: str, tmp_path: Path) -> None:
     assert done.returncode == 1
     report = json.loads(report_path.read_text())
     assert report["rejects"][0]["row"] == 3 and report["row_numbers"].startswith("row = the line")
+
+
+def test_shapefile_rows_are_records(fresh_db: str, tmp_path: Path) -> None:
+    frame = _frame()
+    frame.loc[1, "name"] = None
+    path = tmp_path / "t.shp"
+    pyogrio.write_dataframe(frame, path, encoding="UTF-8")
+    report_path = tmp_path / "r.json"
+    done = run_cli(fresh_db, "ingest", str(path), "--layer", "toilet", "--report", str(report_path))
+    assert done.returncode == 1
+    report = json.loads(report_path.read_text())
+    assert [(r["row"], r["field"]) for r in report["rejects"]] == [(2, "name")]
+    assert report["row_numbers"].startswith("row = the record's position")
+    assert "record's position" in done.stderr
 
 
 # --- the summary table ----------------------------------------------------------------------
