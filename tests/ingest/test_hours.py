@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import time
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import opencc
 import opening_hours
 import pandas as pd
 import pytest
+from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from geoservice.app import create_app
 from ingest import transform
 from ingest.hours import (
     MAX_CHARS,
@@ -26,7 +29,12 @@ from ingest.hours import (
     normalise_hours,
     read_corpus,
 )
+from ingest.mapping import Mapping
 from ingest.transform import text_values
+from layers.hours import open_now
+from tests.conftest import settings_for
+from tests.ingest.conftest import Ingest
+from tests.ingest.util import rows
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "opening_hours_zh.tsv"
 
@@ -243,3 +251,47 @@ def test_ingest_stores_the_normalised_expression_and_flags_only_the_unclear() ->
         "Mo-Fr 09:00-17:00", "24/7", None, None, "24/7", "24/7",
     ]  # fmt: skip
     assert bad.tolist() == [False, False, False, True, False, False]
+
+
+#: the strings issue 17 found ending as warnings with open_now null, as a bureau CSV holds them
+ISSUE_STRINGS = {
+    "24小时": "24/7",
+    "全天开放": "24/7",
+    "周一至周五 08:30-12:00,14:00-18:00": "Mo-Fr 08:30-12:00,14:00-18:00",
+    "周一至周日 07:00-21:00": "Mo-Su 07:00-21:00",
+    "08：00-22：00": "08:00-22:00",
+    "08:00—22:00": "08:00-22:00",
+}
+
+
+def test_issue_strings_load_without_warnings_and_are_open(
+    fresh_db: str, ingest: Ingest, tmp_path: Path
+) -> None:
+    path = tmp_path / "toilets.csv"
+    lines = ["编号,name,lon,lat,开放时间"] + [
+        f'GC-{i},公厕{i},{114.12 + i / 1000:.3f},22.55,"{text}"'
+        for i, text in enumerate(ISSUE_STRINGS)
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="gb18030")
+    mapping = Mapping(fields={"opening_hours": "开放时间"})
+    report = ingest(fresh_db, path, layer="toilet", source="hours", mapping=mapping)
+    assert report.outcome == "ok" and report.inserted == len(ISSUE_STRINGS)
+    assert report.warnings == 0, [i.reason for i in report.issues]
+    stored = rows(
+        fresh_db,
+        "SELECT id, opening_hours, opening_hours_raw FROM facilities WHERE source = 'hours' "
+        "ORDER BY source_id",
+    )
+    assert {r["opening_hours_raw"]: r["opening_hours"] for r in stored} == ISSUE_STRINGS
+    # a Wednesday at 10:00 in Shenzhen: every one of them open
+    wednesday = datetime(2024, 11, 13, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
+    assert [open_now(r["opening_hours"], "Asia/Shanghai", wednesday) for r in stored] == [
+        True
+    ] * len(ISSUE_STRINGS)
+    # and the API answers true/false for them now, never "unknown"
+    with TestClient(create_app(settings_for(fresh_db))) as client:
+        for row in stored:
+            answer = client.get(f"/api/v1/facilities/{row['id']}")
+            assert answer.status_code == 200
+            state = answer.json()["properties"]["open_now"]
+            assert state is True if row["opening_hours"] == "24/7" else state in (True, False)
