@@ -35,11 +35,13 @@ What a tile holds and how it is kept so:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -199,6 +201,8 @@ WHERE f.layer = %(layer)s AND f.geom && {_FILTER_BOX}
 }
 #: bytes of tiles a process keeps (least recently used dropped first)
 CACHE_BYTES = 64 * 1024 * 1024
+#: tiles a process builds at once (more wait): a dense tile takes a core for a second
+MAX_BUILDS = 4
 
 
 def etag_of(payload: bytes) -> str:
@@ -224,6 +228,10 @@ class TileCache:
     entries: OrderedDict[tuple[str, int, int, int], tuple[tuple[Any, ...], Tile]] = field(
         default_factory=OrderedDict
     )
+    #: builds under way, by tile and version: a request for the same awaits it
+    building: dict[tuple[Any, ...], asyncio.Future[Tile]] = field(default_factory=dict)
+    #: builds at once in this process
+    builds: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_BUILDS))
 
     def get(self, key: tuple[str, int, int, int], version: tuple[Any, ...]) -> Tile | None:
         """The tile built at exactly this version, if kept."""
@@ -657,19 +665,63 @@ async def build_tile(
         "online_s": settings.toilets.online_window_s,
     }
     limit = LIVE_MAX_AGE_S if live else MAX_AGE_S
-    key = (layer, z, x, y)
+    params["expressions"], params["open"], params["until"] = states.arrays()
+    if cache is None:
+        tile = await _build(pool, states, _QUERIES[(live, detailed)], params)
+        return tile, int(min(limit, _seconds_left(tile.until)))
     async with pool.connection() as conn:
-        params["expressions"], params["open"], params["until"] = states.arrays()
-        version: tuple[Any, ...] = ()
-        if cache is not None:
-            cursor = await conn.execute(_VERSIONS[live], params, prepare=True)
-            found = await cursor.fetchone()
-            assert found is not None
-            version = (*found.values(), states.generation)
-            cached = cache.get(key, version)
-            if cached is not None:
-                return cached, int(min(limit, _seconds_left(cached.until)))
-        query = _QUERIES[(live, detailed)]
+        cursor = await conn.execute(_VERSIONS[live], params, prepare=True)
+        found = await cursor.fetchone()
+    assert found is not None
+    key, version = (layer, z, x, y), (*found.values(), states.generation)
+    cached = cache.get(key, version)
+    if cached is None:
+        # one build per tile and version at a time, a task of its own that every request for
+        # it meanwhile awaits (one leaving early stops nothing), and at most MAX_BUILDS builds
+        # at once: a burst of requests for a dense tile neither builds it many times over nor
+        # starves the database
+        flight = cache.building.get((key, version))
+        if flight is None:
+            flight = asyncio.ensure_future(
+                _build_and_keep(
+                    pool, states, _QUERIES[(live, detailed)], params, cache, key, version
+                )
+            )
+            cache.building[(key, version)] = flight
+            flight.add_done_callback(partial(_landed, cache.building, (key, version)))
+        cached = await asyncio.shield(flight)
+    return cached, int(min(limit, _seconds_left(cached.until)))
+
+
+def _landed(
+    building: dict[Any, asyncio.Future[Tile]], flight_key: Any, flight: asyncio.Future[Tile]
+) -> None:
+    building.pop(flight_key, None)
+    if not flight.cancelled():
+        flight.exception()  # retrieved: each request awaiting it has raised it already
+
+
+async def _build_and_keep(
+    pool: Any,
+    states: OpeningStates,
+    query: sql.SQL,
+    params: dict[str, Any],
+    cache: TileCache,
+    key: tuple[str, int, int, int],
+    version: tuple[Any, ...],
+) -> Tile:
+    """Build a tile (one of at most MAX_BUILDS at once) and keep it at its version."""
+    async with cache.builds:
+        tile = await _build(pool, states, query, params)
+    if version[-1] == states.generation:
+        # (states learnt or changed while building: the version read no longer holds)
+        cache.put(key, version, tile)
+    return tile
+
+
+async def _build(pool: Any, states: OpeningStates, query: sql.SQL, params: dict[str, Any]) -> Tile:
+    """Build a tile, learning the opening_hours expressions in it that are not known yet."""
+    async with pool.connection() as conn:
         while True:
             # binary: the tile's bytes as they are (text would send and parse them as hex)
             cursor = await conn.execute(query, params, prepare=True, binary=True)
@@ -682,8 +734,4 @@ async def build_tile(
             states.learn([found["opening_hours"] for found in await cursor.fetchall()])
             params["expressions"], params["open"], params["until"] = states.arrays()
     payload = bytes(row["mvt"] or b"")
-    tile = Tile(payload, etag_of(payload), row["until"])
-    if cache is not None and version[-1] == states.generation:
-        # (states learnt or changed while building: the version read before no longer holds)
-        cache.put(key, version, tile)
-    return tile, int(min(limit, _seconds_left(tile.until)))
+    return Tile(payload, etag_of(payload), row["until"])

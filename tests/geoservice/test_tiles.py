@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from geoservice.app import create_app
 from geoservice.db.connection import connect, create_pool
+from geoservice.query import tiles
 from geoservice.query.tiles import BUFFER, DETAIL_ZOOM, EXTENT, GRID, MVT
 from geoservice.toilets.admin import add_device
 from ingest.pipeline import ingest_file
@@ -393,3 +394,40 @@ def test_aggregated_counts_take_each_facility_once(fresh_db: str, tmp_path: Path
                 0 <= u < EXTENT and 0 <= v < EXTENT for u, v in tile_units(frame, z, c, r).values()
             )
     assert total == len(ids)
+
+
+def test_concurrent_requests_for_a_tile_build_it_once(
+    sample_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    points = facilities(sample_db, "toilet")
+    col, row = busiest(points, 15)
+    built: list[int] = []
+    build = tiles._build  # noqa: SLF001 - counted, then run as it is
+
+    async def counted(*args: Any) -> tiles.Tile:
+        built.append(1)
+        return await build(*args)
+
+    monkeypatch.setattr(tiles, "_build", counted)
+    settings = settings_for(sample_db)
+
+    async def burst() -> list[tiles.Tile]:
+        pool = create_pool(sample_db, settings.db)
+        await pool.open()
+        try:
+            states, cache = tiles.OpeningStates("Asia/Shanghai"), tiles.TileCache()
+            # (the opening hours learnt first: learning changes the version a burst shares)
+            await tiles.build_tile(pool, settings, states, "toilet", 15, col, row)
+            built.clear()
+            answers = await asyncio.gather(*(
+                tiles.build_tile(pool, settings, states, "toilet", 15, col, row, cache=cache)
+                for _ in range(6)
+            ))  # fmt: skip
+            assert not cache.building
+            return [tile for tile, _ in answers]
+        finally:
+            await pool.close()
+
+    answers = asyncio.run(burst())
+    assert len(built) == 1 and all(tile is answers[0] for tile in answers)
+    assert answers[0].payload and answers[0].etag == tiles.etag_of(answers[0].payload)
