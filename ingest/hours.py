@@ -30,6 +30,8 @@ MAX_CHARS = 500
 WEEK = ("Mo", "Tu", "We", "Th", "Fr", "Sa", "Su")
 EVERY_DAY = frozenset(range(7))
 MINUTES_PER_DAY = 24 * 60
+#: the end of an open-ended interval (8:00起 → 08:00+)
+OPEN = -1
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ class Kind(Enum):
     EXCEPT = auto()  # 除外, 除…外: the days named are closed
     BREAK = auto()  # 午休: the interval after it is cut out of the hours
     AS_USUAL = auto()  # 照常: holidays keep the weekday hours, nothing to write
+    OPEN_END = auto()  # 起, 开始: 8:00起 is open from 8:00, the end not said (OSM 08:00+)
+    EXTEND = auto()  # 延长至: the days named keep the hours before, to a later end
+    CLEANING = auto()  # 消毒, 保洁 after hours: closed then (周一8:00-9:00消毒)
     SKIP = auto()  # separators and words that carry nothing ("营业时间", "，")
 
 
@@ -112,14 +117,18 @@ OFF_WORDS = (
     "闭馆", "休馆", "休息", "关闭", "不开放", "不对外开放", "闭园", "休园", "停诊", "休诊",
     "不营业", "不办公", "停止办公", "关门", "闭店", "店休", "公休", "歇业", "休",
 )  # fmt: skip
+#: closed at the hours just said (a toilet's cleaning); 休息 there could as well be the hours
+CLEANING_WORDS = ("消毒", "清洁", "保洁", "清扫")
 EXCEPT_WORDS = ("除外", "除", "外")
 BREAK_WORDS = ("午休", "午休时间", "中午休息", "午间休息", "午饭时间", "午餐时间")
+OPEN_END_WORDS = ("起", "开始")
+EXTEND_WORDS = ("延长至", "延长到", "延至", "延到")
 AS_USUAL_WORDS = ("照常", "照常营业", "照常开放", "正常营业", "正常开放", "不休息", "不休", "无休")
 
 #: Traditional spellings of the vocabulary's characters (a test checks them against OpenCC)
 TRADITIONAL = str.maketrans(
-    "週禮節開時點鐘閉館營業無診辦對間關門務眾衆國後雙園體裏裡與爲為斷飯",
-    "周礼节开时点钟闭馆营业无诊办对间关门务众众国后双园体里里与为为断饭",
+    "週禮節開時點鐘閉館營業無診辦對間關門務眾衆國後雙園體裏裡與爲為斷飯長潔掃",
+    "周礼节开时点钟闭馆营业无诊办对间关门务众众国后双园体里里与为为断饭长洁扫",
 )
 
 
@@ -138,6 +147,8 @@ def _word_table() -> dict[str, Token]:
         (Kind.HOLIDAY, HOLIDAY_WORDS), (Kind.RANGE, RANGE_WORDS), (Kind.SKIP, SEPARATOR_WORDS),
         (Kind.SKIP, FILLER_WORDS), (Kind.ALL_DAY, ALL_DAY_WORDS), (Kind.OFF, OFF_WORDS),
         (Kind.EXCEPT, EXCEPT_WORDS), (Kind.AS_USUAL, AS_USUAL_WORDS), (Kind.BREAK, BREAK_WORDS),
+        (Kind.OPEN_END, OPEN_END_WORDS), (Kind.EXTEND, EXTEND_WORDS),
+        (Kind.CLEANING, CLEANING_WORDS),
     ):  # fmt: skip
         words |= dict.fromkeys(surfaces, Token(kind))
     return words
@@ -247,6 +258,8 @@ def _interval(
             raise _Unclear(f"not a time: {token.hour}:{token.minute:02d}")
         minutes.append(hour * 60 + token.minute)
     first, last = minutes[0], minutes[1] or MINUTES_PER_DAY
+    if start is end:  # the opening of an open-ended interval: only its start is checked
+        last = OPEN
     if first >= MINUTES_PER_DAY or first == last:
         raise _Unclear("an empty or impossible time interval")
     return first, last
@@ -267,6 +280,8 @@ class _Parser:
         self.tokens = tokens
         self.pos = 0
         self.shift: frozenset[int] = frozenset()
+        self.previous: _Rule | None = None  # the last rule with hours (延长至 extends them)
+        self.closures: list[_Rule] = []  # 24小时，6:00-7:00保洁: a rule the body gave as well
 
     def peek(self, offset: int = 0) -> Token | None:
         """The token `offset` ahead, None past the end."""
@@ -287,6 +302,10 @@ class _Parser:
         while self.peek() is not None:
             start = self.pos
             rules.append(self.rule())
+            if rules[-1].body is Kind.TIME:
+                self.previous = rules[-1]
+            rules += self.closures
+            self.closures = []
             if self.pos == start:
                 raise _Unclear(
                     f"not understood: a {self.tokens[start].kind.name.lower()} word here"
@@ -302,6 +321,9 @@ class _Parser:
         if excepted:
             self.take(Kind.EXCEPT)  # the 外 of 除周一外
             rule.body = Kind.EXCEPT
+            return rule
+        if rule.selected and self.take(Kind.EXTEND) is not None:
+            self.extend(rule)
             return rule
         self.body(rule)
         postfix = self.take(Kind.POSTFIX) if rule.body and not rule.selected else None
@@ -330,6 +352,7 @@ class _Parser:
     def body(self, rule: _Rule) -> None:
         """What the rule says of its days: closed, all day, or time intervals."""
         token = self.take(Kind.OFF, Kind.EXCEPT, Kind.AS_USUAL, Kind.ALL_DAY)
+        all_day = token is not None and token.kind is Kind.ALL_DAY
         if token is not None:
             rule.body = token.kind
             if token.kind is not Kind.ALL_DAY:
@@ -342,6 +365,25 @@ class _Parser:
             self.breaks(rule)
         if rule.body is Kind.TIME:
             self.take(Kind.AS_USUAL)  # "9:00-17:00 无休": the hours hold every day
+            if self.take(Kind.CLEANING) is not None:
+                # 周一8:00-9:00消毒: closed at those hours of those days
+                days = rule.days or (set() if rule.holiday else set(EVERY_DAY))
+                closure = _Rule(set(days), rule.holiday, rule.intervals, Kind.OFF)
+                if all_day:  # 24小时，6:00-7:00保洁: open all day but then
+                    rule.intervals, rule.body = [], Kind.ALL_DAY
+                    self.closures.append(closure)
+                else:
+                    rule.days, rule.intervals, rule.body = closure.days, closure.intervals, Kind.OFF
+
+    def extend(self, rule: _Rule) -> None:
+        """周五、周六延长至23:00: the days keep the hours before, their last one ending later."""
+        end, shift = self.time()
+        if end is None or self.previous is None:
+            raise _Unclear("extended without saying to when, or from which hours")
+        *kept, (start, _) = self.previous.intervals
+        opening = Token(Kind.TIME, hour=start // 60, minute=start % 60)
+        rule.intervals = [*kept, _interval(opening, end, (frozenset(), shift))]
+        rule.body = Kind.TIME
 
     def breaks(self, rule: _Rule) -> None:
         """Cut breaks out of the rule's hours: 午休12:00-13:30, 12:00-13:30午休 or …休息."""
@@ -361,6 +403,8 @@ class _Parser:
         start, start_shift = self.time()
         if start is None:
             return None
+        if self.take(Kind.OPEN_END) is not None:
+            return _interval(start, start, (start_shift, start_shift))[0], OPEN
         if self.take(Kind.RANGE) is None:
             raise _Unclear("a time without an end")
         end, end_shift = self.time()
@@ -430,13 +474,16 @@ def _hhmm(minutes: int) -> str:
 def _osm_rule(rule: _Rule) -> str:
     """One rule in OSM syntax."""
     selector = ",".join(_day_runs(rule.days) + (["PH"] if rule.holiday else []))
+    times = ",".join(
+        f"{_hhmm(start)}+" if end == OPEN else f"{_hhmm(start)}-{_hhmm(end)}"
+        for start, end in rule.intervals
+    )
     if rule.body is Kind.OFF:
-        return f"{selector} off"
+        return f"{selector} {times} off".replace("  ", " ")
     if rule.body is Kind.ALL_DAY:
         if not rule.holiday and rule.days in (set(), set(EVERY_DAY)):
             return "24/7"
         return f"{selector} 00:00-24:00"
-    times = ",".join(f"{_hhmm(start)}-{_hhmm(end)}" for start, end in rule.intervals)
     return f"{selector} {times}".strip()
 
 
