@@ -149,8 +149,11 @@ _FINER = (
     "       WHERE resolution = %s AND layer = ANY(%s) AND cell = ANY(%s::bigint[]) AND count > 0"
     "       GROUP BY cell) g"
 )
-#: resolutions a refinement step goes down (each cell's disc covered by ~90 finer cells)
+#: resolutions a refinement step goes down (a cell's disc is met by ~20-40 cells one finer)
 FINE_STEP = 1
+#: boxes one statement may hold outside the snapshot path: each adds ~400 to the planner's
+#: estimate, and past jit_above_cost (100,000) PostgreSQL would compile it
+JIT_SAFE_BOXES = 150
 #: refinement stops once the cells that may hold one of the k nearest hold at most this many
 FINE_FACILITIES = 32
 #: the sphere the index and ST_DWithin(..., false) measure on (PostGIS: the mean radius)
@@ -423,22 +426,26 @@ async def nearest_facilities(
 def _cell_disc(cell: int) -> tuple[float, float, float]:
     """(lon, lat, radius in metres) of a disc on the ellipsoid holding every point of the cell.
 
-    H3 cells are convex polygons on the sphere (great-circle edges in lat/lon taken as
-    spherical): the vertex farthest from the centre bounds every point's sphere distance, and
-    the ellipsoidal distance is within SPHERE_ERROR of it (plus a metre for rounding).
+    H3 cells are polygons on the sphere (great-circle edges, lat/lon taken as spherical), so
+    they lie in the convex hull of their vertices, and so in any cap (under a hemisphere)
+    holding the vertices: the vertex farthest from the centre bounds every point's sphere
+    distance, and the ellipsoidal distance is within SPHERE_ERROR of it (plus a metre for
+    rounding). Plain floats: numpy's overhead on six vertices cost more than the arithmetic.
     """
     lat, lon = h3lib.api.basic_int.cell_to_latlng(cell)
-    boundary = h3lib.api.basic_int.cell_to_boundary(cell)
-    phi = np.radians(lat)
-    vertex_phi = np.radians([v[0] for v in boundary])
-    dlon = np.radians([v[1] for v in boundary]) - np.radians(lon)
-    # haversine on the sphere (numerically safe for small distances)
-    a = (
-        np.sin((vertex_phi - phi) / 2) ** 2
-        + np.cos(phi) * np.cos(vertex_phi) * np.sin(dlon / 2) ** 2
-    )
-    sphere_m = 2 * SPHERE_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
-    return lon, lat, float(sphere_m.max()) * (1 + SPHERE_ERROR) + 1.0
+    phi = math.radians(lat)
+    cos_phi = math.cos(phi)
+    farthest = 0.0
+    for vertex_lat, vertex_lon in h3lib.api.basic_int.cell_to_boundary(cell):
+        vertex_phi = math.radians(vertex_lat)
+        # haversine on the sphere (numerically safe for small distances)
+        a = (
+            math.sin((vertex_phi - phi) / 2) ** 2
+            + cos_phi * math.cos(vertex_phi) * math.sin(math.radians(vertex_lon - lon) / 2) ** 2
+        )
+        farthest = max(farthest, a)
+    sphere_m = 2 * SPHERE_RADIUS_M * math.asin(math.sqrt(min(max(farthest, 0.0), 1.0)))
+    return lon, lat, sphere_m * (1 + SPHERE_ERROR) + 1.0
 
 
 @lru_cache(maxsize=64)
@@ -734,7 +741,13 @@ class _FarSearch:
         x0, y0, x1, y1 = level.boxes(level.within(threshold))
         query = _far_query(self.filters, bool(self.closed), self.settings)
         params = {**self.params, "x0": x0, "y0": y0, "x1": x1, "y1": y1}
-        rows = await (await self.conn.execute(query, params, prepare=True)).fetchall()
+        if checked or len(x0) <= JIT_SAFE_BOXES:
+            rows = await (await self.conn.execute(query, params, prepare=True)).fetchall()
+        else:
+            # many boxes: the estimate nears jit_above_cost (the snapshot path has JIT off)
+            async with self.conn.transaction():
+                await self.conn.execute("SET LOCAL jit = off")
+                rows = await (await self.conn.execute(query, params, prepare=True)).fetchall()
         if not rows:
             raise _Stale  # the state row always comes: only a broken snapshot has none
         _check(
