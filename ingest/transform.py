@@ -8,7 +8,6 @@ a few million numpy operations, not a million Python calls.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 import unicodedata
@@ -16,13 +15,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import h3.api.basic_int as h3_int
 import numpy as np
 import pandas as pd
 import shapely
 
 import layers
 from ingest import crs as crs_mod
+from ingest.h3cells import STORED_RESOLUTION as H3_STORED_RESOLUTION
+from ingest.h3cells import cells as h3_cells
 from ingest.hours import normalise_hours
 from ingest.load import content_hashes, facility_ids
 from ingest.mapping import FACILITY_FIELDS, Resolved
@@ -30,21 +30,8 @@ from ingest.readers import MAX_FIELD_CHARS, Chunk
 from ingest.report import Issue, shown_value
 from layers.hours import hours_valid
 
-H3_STORED_RESOLUTION = 15
 #: decimals of the rounded position in a generated source id (~11 m)
 ID_POSITION_DECIMALS = 4
-
-
-def h3_cells(
-    lat: np.ndarray, lon: np.ndarray, resolution: int = H3_STORED_RESOLUTION
-) -> np.ndarray:
-    """H3 cells (as int64) of points, exactly h3.latlng_to_cell."""
-    # h3's integer API: the same cells without making and parsing a million hex strings
-    return np.fromiter(
-        map(h3_int.latlng_to_cell, lat.tolist(), lon.tolist(), itertools.repeat(resolution)),
-        dtype=np.int64,
-        count=len(lat),
-    )
 
 
 def text_values(values: pd.Series) -> pd.Series:

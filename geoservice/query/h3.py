@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections import Counter
 from typing import Annotated, Any, Literal
 
 import h3 as h3lib
+import numpy as np
 import psycopg
+import pyarrow as pa
 from fastapi import APIRouter, Query, Response
-from h3.api.basic_int import latlng_to_cell as latlng_to_cell_int
 from psycopg import sql
 
 from geoservice.api.deps import BBoxDep, LayersDep, PrimaryPoolDep, SettingsDep
@@ -29,12 +29,14 @@ from geoservice.api.features import (
     json_response,
 )
 from geoservice.toilets import live
+from ingest import h3cells
+from ingest.load import cell_counts, csv_payload, h3_rows
 
 router = APIRouter(tags=["h3"])
 
 #: most hexagons a request may cover (estimated from the bbox area and the cell size)
 MAX_HEXAGONS = 50_000
-RESOLUTIONS = range(16)
+RESOLUTIONS = h3cells.RESOLUTIONS
 METRICS = ("count", "avg_rating", "free_stalls")
 Metric = Literal["count", "avg_rating", "free_stalls"]
 #: most queued facilities one sync handles (~1 s of h3 work); a request syncs one batch
@@ -64,36 +66,51 @@ LEFT JOIN facilities f ON f.id = p.facility_id
 LEFT JOIN facility_h3 h ON h.facility_id = p.facility_id
 """
 
+# a sync's count changes, COPYed (a quarter of a million values went through unnest arrays
+# slowly), then added; only the cells they touch can have fallen to 0
+_DELTAS = """
+CREATE TEMP TABLE IF NOT EXISTS h3_count_deltas (
+    resolution smallint NOT NULL, layer text NOT NULL, cell bigint NOT NULL, count integer NOT NULL
+) ON COMMIT DROP
+"""
+
 _APPLY_COUNTS = """
 INSERT INTO h3_counts AS c (resolution, layer, cell, count)
-SELECT * FROM unnest(%s::smallint[], %s::text[], %s::bigint[], %s::integer[])
+SELECT resolution, layer, cell, count FROM h3_count_deltas
 ON CONFLICT (resolution, layer, cell) DO UPDATE SET count = c.count + EXCLUDED.count
+"""
+
+_DROP_EMPTY = """
+DELETE FROM h3_counts c USING h3_count_deltas d
+WHERE c.resolution = d.resolution AND c.layer = d.layer AND c.cell = d.cell AND c.count <= 0
 """
 
 
 def facility_cells(lat: float, lon: float) -> list[int]:
     """The facility's cell at every resolution 0-15 (index = resolution), as h3 computes it."""
-    # h3's integer API: the same cells without building and parsing 16 hex strings (2x faster)
-    return [latlng_to_cell_int(lat, lon, r) for r in RESOLUTIONS]
+    return [int(c) for c in h3cells.all_cells(np.array([lat]), np.array([lon]))[0]]
 
 
-def _plan(rows: list[dict[str, Any]]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """(facility_h3 rows to write, h3_counts deltas) for queued facilities."""
-    deltas: Counter[tuple[int, str, int]] = Counter()
-    upserts: list[tuple[Any, ...]] = []
-    for row in rows:
-        if row["old_cells"] is not None and row["old_live"]:
-            for r, cell in enumerate(row["old_cells"]):
-                deltas[(r, row["old_layer"], cell)] -= 1
-        if row["layer"] is None:  # deleted since it was queued
-            continue
-        cells = facility_cells(row["lat"], row["lon"])
-        is_live = row["status"] != "removed"
-        upserts.append((row["facility_id"], row["layer"], is_live, cells))
-        if is_live:
-            for r, cell in enumerate(cells):
-                deltas[(r, row["layer"], cell)] += 1
-    return upserts, [(*key, n) for key, n in deltas.items() if n != 0]
+def _plan(rows: list[dict[str, Any]]) -> tuple[pa.Table, pa.Table]:
+    """(facility_h3 rows to write, h3_counts changes) for queued facilities, column-wise."""
+    current = [row for row in rows if row["layer"] is not None]  # else deleted since queued
+    lat = np.array([row["lat"] for row in current], dtype=np.float64)
+    lon = np.array([row["lon"] for row in current], dtype=np.float64)
+    cells = h3cells.all_cells(lat, lon)
+    layers = np.array([row["layer"] for row in current], dtype=object)
+    is_live = np.array([row["status"] != "removed" for row in current], dtype=bool)
+    upserts = h3_rows([row["facility_id"] for row in current], layers, is_live, cells)
+    # what the facilities counted for before (-1 each) and count for now (+1 each)
+    old = [row for row in rows if row["old_cells"] is not None and row["old_live"]]
+    old_cells = np.array([row["old_cells"] for row in old], dtype=np.int64).reshape(
+        len(old), len(RESOLUTIONS)
+    )
+    deltas = cell_counts(
+        np.concatenate([old_cells, cells]),
+        np.concatenate([np.array([row["old_layer"] for row in old], dtype=object), layers]),
+        np.concatenate([np.full(len(old), -1, dtype=np.int32), is_live.astype(np.int32)]),
+    )
+    return upserts, deltas
 
 
 async def pending_count(conn: psycopg.AsyncConnection[dict[str, Any]]) -> int:
@@ -121,17 +138,14 @@ async def sync_cells(conn: psycopg.AsyncConnection[dict[str, Any]], batch: int =
         upserts, deltas = await asyncio.to_thread(_plan, rows)
         ids = [row["facility_id"] for row in rows]
         await conn.execute("DELETE FROM facility_h3 WHERE facility_id = ANY(%s)", (ids,))
-        if upserts:
-            async with (
-                conn.cursor() as cur,
-                cur.copy("COPY facility_h3 (facility_id, layer, live, cells) FROM STDIN") as copy,
-            ):
-                for item in upserts:
-                    await copy.write_row(item)
-        if deltas:
-            columns = [list(column) for column in zip(*deltas, strict=True)]
-            await conn.execute(_APPLY_COUNTS, columns)
-            await conn.execute("DELETE FROM h3_counts WHERE count <= 0")
+        if upserts.num_rows:
+            await _copy(conn, "facility_h3", upserts)
+        if deltas.num_rows:
+            await conn.execute(_DELTAS)
+            await _copy(conn, "h3_count_deltas", deltas)
+            await conn.execute(_APPLY_COUNTS)
+            await conn.execute(_DROP_EMPTY)
+            await conn.execute("DROP TABLE h3_count_deltas")
         # a facility changed again since it was read keeps its newer queue entry
         await conn.execute(
             "DELETE FROM h3_pending p USING unnest(%s::text[], %s::bigint[]) AS d(id, changed) "
@@ -141,6 +155,15 @@ async def sync_cells(conn: psycopg.AsyncConnection[dict[str, Any]], batch: int =
         cursor = await conn.execute("SELECT count(*) AS n FROM h3_pending")
         left = await cursor.fetchone()
     return int(left["n"]) if left else 0
+
+
+async def _copy(conn: psycopg.AsyncConnection[dict[str, Any]], table: str, rows: pa.Table) -> None:
+    """COPY an Arrow table's rows into `table` (its columns by name)."""
+    query = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in rows.column_names)
+    )
+    async with conn.cursor() as cur, cur.copy(query) as copy:
+        await copy.write(memoryview(csv_payload(rows)))
 
 
 def bbox_area_km2(bbox: tuple[float, float, float, float]) -> float:

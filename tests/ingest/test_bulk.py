@@ -3,16 +3,23 @@ path stores, leaves the schema exactly as the migrations made it, and stays atom
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import h3
 import pandas as pd
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
+from geoservice.db.connection import connect
+from geoservice.query.h3 import sync_cells
 from ingest import load
-from ingest.pipeline import IngestFailed
+from ingest.mapping import Mapping
+from ingest.pipeline import IngestFailed, IngestOptions, run_ingest
 from ingest.sample import write_scaled
 from tests.ingest.conftest import Ingest
 from tests.ingest.util import checksum, rows
@@ -35,6 +42,16 @@ SCHEMA = {
     "WHERE conrelid = 'facilities'::regclass ORDER BY conname",
     "triggers": "SELECT tgname, tgenabled::text AS enabled FROM pg_trigger "
     "WHERE tgrelid = 'facilities'::regclass AND NOT tgisinternal ORDER BY tgname",
+    # the bulk path sets h3_counts' primary key aside while it fills the counts
+    "h3_counts": "SELECT conname, pg_get_constraintdef(oid) AS definition FROM pg_constraint "
+    "WHERE conrelid = 'h3_counts'::regclass ORDER BY conname",
+}
+
+#: what the H3 tables hold (the queue, every facility's cells, the counts)
+H3_STATE = {
+    "queued": "SELECT facility_id FROM h3_pending ORDER BY 1",
+    "cells": "SELECT facility_id, layer, live, cells FROM facility_h3 ORDER BY 1",
+    "counts": "SELECT resolution, layer, cell, count FROM h3_counts ORDER BY 1, 2, 3",
 }
 
 #: the object ids of the table's indexes: a bulk load re-creates them (new ids)
@@ -86,6 +103,43 @@ def _queued(url: str) -> list[str]:
     return [r["facility_id"] for r in rows(url, "SELECT facility_id FROM h3_pending ORDER BY 1")]
 
 
+def _synced(url: str) -> dict[str, list[dict[str, Any]]]:
+    """The H3 tables once geoservice.query.h3.sync_cells has handled whatever is queued."""
+
+    async def sync() -> None:
+        conn = await psycopg.AsyncConnection.connect(url, row_factory=dict_row, autocommit=True)
+        async with conn:
+            while await sync_cells(conn) > 0:
+                pass
+
+    asyncio.run(sync())
+    return {name: rows(url, query) for name, query in H3_STATE.items()}
+
+
+def h3_expected(url: str) -> tuple[dict[str, list[int]], Counter[tuple[int, str, int]]]:
+    """Every stored facility's cells at resolutions 0-15 by h3 itself, and the live counts."""
+    cells: dict[str, list[int]] = {}
+    counts: Counter[tuple[int, str, int]] = Counter()
+    query = "SELECT id, layer, status, ST_Y(geom) AS lat, ST_X(geom) AS lon FROM facilities"
+    for row in rows(url, query):
+        own = [h3.str_to_int(h3.latlng_to_cell(row["lat"], row["lon"], r)) for r in range(16)]
+        cells[row["id"]] = own
+        if row["status"] != "removed":
+            counts.update((r, row["layer"], cell) for r, cell in enumerate(own))
+    return cells, counts
+
+
+def assert_h3_exact(url: str) -> None:
+    """facility_h3 and h3_counts hold exactly h3's cells of the stored facilities, counted."""
+    cells, counts = h3_expected(url)
+    stored = {r["facility_id"]: r["cells"] for r in rows(url, H3_STATE["cells"])}
+    assert stored == cells
+    counted = {
+        (r["resolution"], r["layer"], r["cell"]): r["count"] for r in rows(url, H3_STATE["counts"])
+    }
+    assert counted == dict(counts)
+
+
 def _load(ingest: Ingest, url: str, path: Path, **options: Any) -> Any:
     return ingest(url, path, layer_field="layer", source="scale", **options)
 
@@ -122,8 +176,11 @@ def test_bulk_load_stores_what_the_incremental_load_stores(
     assert _schema(bulk) == _schema(incremental) == _schema(staged) == schema
     assert rows(bulk, FACILITY_ROWS) == rows(incremental, FACILITY_ROWS)
     assert rows(bulk, FACILITY_ROWS) == rows(staged, FACILITY_ROWS)
-    assert len(_queued(bulk)) == ROWS
-    assert _queued(bulk) == _queued(incremental) == _queued(staged)
+    # the bulk load wrote the H3 cells and counts itself: nothing queued, exactly what the
+    # queue and sync_cells give the other paths
+    assert _queued(bulk) == [] and len(_queued(incremental)) == ROWS
+    assert _synced(bulk) == _synced(incremental) == _synced(staged)
+    assert_h3_exact(bulk)
     # the rebuilt indexes answer what the maintained ones answer
     for query in (NEAR, NEAREST):
         assert rows(bulk, query) == rows(incremental, query)
@@ -151,11 +208,11 @@ def test_invalid_row_on_the_bulk_path_leaves_the_store_unchanged(
         _load(ingest, fresh_db, broken, x="lon", y="lat", chunk_rows=500)
     report = failed.value.report
     assert report.rejected == 1
-    assert bulk_loads[0] is not None and bulk_loads[0].indexes and bulk_loads[0].queue_h3
+    assert bulk_loads[0] is not None and bulk_loads[0].indexes and bulk_loads[0].index_h3
     assert [(i.row, i.reason) for i in report.error_issues] == [(ROWS - 8, "not a number")]
     assert checksum(fresh_db) == before
     assert _schema(fresh_db) == schema and _index_oids(fresh_db) == oids
-    assert _queued(fresh_db) == []
+    assert _synced(fresh_db) == {"queued": [], "cells": [], "counts": []}
 
     dry = _load(ingest, fresh_db, scale_gpkg, dry_run=True)
     assert (dry.outcome, dry.inserted) == ("dry_run", ROWS)
@@ -184,7 +241,7 @@ def test_bulk_load_with_facilities_already_queued_for_h3(
     fresh_db: str, ingest: Ingest, scale_gpkg: Path, bulk_loads: list[load.BulkLoad | None]
 ) -> None:
     # a deleted facility's cells not yet recounted: the queue is not empty, so the load keeps
-    # the trigger (which merges with what is queued) rather than COPYing into the queue
+    # the trigger (which merges with what is queued) rather than writing cells itself
     with_deleted = rows(
         fresh_db, "INSERT INTO h3_pending (facility_id) VALUES ('deleted') RETURNING facility_id"
     )
@@ -193,7 +250,7 @@ def test_bulk_load_with_facilities_already_queued_for_h3(
     triggers = rows(fresh_db, SCHEMA["triggers"])
     report = _load(ingest, fresh_db, scale_gpkg)
     assert report.inserted == ROWS
-    assert bulk_loads[0] is not None and not bulk_loads[0].queue_h3
+    assert bulk_loads[0] is not None and not bulk_loads[0].index_h3
     assert _index_oids(fresh_db)["facilities_geog_idx"] != oids["facilities_geog_idx"]
     stored = [r["id"] for r in rows(fresh_db, "SELECT id FROM facilities")]
     assert sorted(_queued(fresh_db)) == sorted([*stored, "deleted"])
@@ -217,3 +274,46 @@ def test_a_reader_holding_the_table_makes_it_an_ordinary_load(
         reader.rollback()
     assert _index_oids(fresh_db) == oids
     assert len(rows(fresh_db, FACILITY_ROWS)) == len(_queued(fresh_db)) == ROWS
+
+
+def test_a_large_first_load_indexes_h3_exactly(
+    fresh_db: str, ingest: Ingest, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """50,000 generated facilities, a bulk load as any user's: h3's own cells, exact counts."""
+    large = write_scaled(tmp_path_factory.mktemp("large"), load.BULK_LOAD_MIN_ROWS)["gpkg"]
+    report = _load(ingest, fresh_db, large)
+    assert (report.inserted, report.rejected) == (load.BULK_LOAD_MIN_ROWS, 0)
+    assert _queued(fresh_db) == []
+    assert_h3_exact(fresh_db)
+    # some facility removed later: the trigger (enabled again) queues it, the sync recounts it
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute(
+            "UPDATE facilities SET status = 'removed' WHERE id IN "
+            "(SELECT id FROM facilities ORDER BY id LIMIT 7)"
+        )
+    assert len(_queued(fresh_db)) == 7
+    before = _synced(fresh_db)
+    assert_h3_exact(fresh_db)
+    # re-ingesting the unchanged file writes nothing, H3 tables included
+    again = _load(ingest, fresh_db, large)
+    assert (again.inserted, again.updated) == (0, 0)
+    assert _synced(fresh_db) == before
+
+
+def test_an_interrupted_bulk_load_puts_everything_back(
+    fresh_db: str, scale_gpkg: Path, bulk_loads: list[load.BulkLoad | None]
+) -> None:
+    """Stopped half-way (Ctrl-C): indexes, keys and triggers as before, nothing stored."""
+    schema, oids, before = _schema(fresh_db), _index_oids(fresh_db), checksum(fresh_db)
+
+    def interrupt(done: int, total: int | None) -> None:
+        if done > ROWS // 2:
+            raise KeyboardInterrupt
+
+    options = IngestOptions(mapping=Mapping(layer_field="layer", source="scale"), chunk_rows=500)
+    with connect(fresh_db) as conn, pytest.raises(KeyboardInterrupt):
+        run_ingest(conn, scale_gpkg, options, interrupt)
+    assert bulk_loads[0] is not None and bulk_loads[0].index_h3
+    assert checksum(fresh_db) == before
+    assert _schema(fresh_db) == schema and _index_oids(fresh_db) == oids
+    assert _synced(fresh_db) == {"queued": [], "cells": [], "counts": []}
