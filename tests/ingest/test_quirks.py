@@ -141,23 +141,6 @@ def _workbook(tmp_path: Path, *, bad_row: bool = False) -> Path:
     return path
 
 
-def test_xlsx_with_explanation_sheet_and_title_row(fresh_db: str, tmp_path: Path) -> None:
-    report_path = tmp_path / "report.json"
-    done = run_cli(
-        fresh_db, "ingest", str(_workbook(tmp_path)), "--layer", "toilet", "--source", "xl",
-        "--mapping", str(_excel_mapping(tmp_path)), "--report", str(report_path),
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    report = json.loads(report_path.read_text())
-    assert (report["format"], report["sheet"], report["inserted"]) == ("excel", "公厕", 3)
-    stored = _stored(fresh_db, "xl")
-    # the 编号 column is the source's id although the mapping does not name it
-    assert [r["source_id"] for r in stored] == ["GC-1", "GC-2", "GC-3"]
-    assert [r["name"] for r in stored] == NAMES
-    for r, lon, lat in zip(stored, LON, LAT, strict=True):
-        assert (r["lon"], r["lat"]) == pytest.approx((lon, lat), abs=1e-9)
-
-
 def _xls_workbook(tmp_path: Path) -> Path:
     """An Excel 97-2003 .xls as older bureau systems still export it (written with xlwt).
 
@@ -184,20 +167,30 @@ def _xls_workbook(tmp_path: Path) -> Path:
     return path
 
 
-def test_xls_with_explanation_sheet_and_merged_title(fresh_db: str, tmp_path: Path) -> None:
-    path = _xls_workbook(tmp_path)
-    assert detect_format(path) == "excel"
+@pytest.mark.parametrize(
+    ("suffix", "ids"),
+    [
+        ("xlsx", ["GC-1", "GC-2", "GC-3"]),
+        # .xls stores every number as a float: 60001449.0 must read as the id 60001449
+        ("xls", ["60001449", "60001450", "60001451"]),
+    ],
+)
+def test_excel_with_explanation_sheet_and_title_row(
+    fresh_db: str, tmp_path: Path, suffix: str, ids: list[str]
+) -> None:
+    path = _workbook(tmp_path) if suffix == "xlsx" else _xls_workbook(tmp_path)
+    assert detect_format(path) == "excel"  # an .xlsx was taken for a zipped Shapefile
     report_path = tmp_path / "report.json"
     done = run_cli(
-        fresh_db, "ingest", str(path), "--layer", "toilet", "--source", "xls",
+        fresh_db, "ingest", str(path), "--layer", "toilet", "--source", suffix,
         "--mapping", str(_excel_mapping(tmp_path)), "--report", str(report_path),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     report = json.loads(report_path.read_text())
     assert (report["format"], report["sheet"], report["inserted"]) == ("excel", "公厕", 3)
-    stored = _stored(fresh_db, "xls")
-    # 编号 is the id although the mapping does not name it, and 60001449.0 reads as 60001449
-    assert [r["source_id"] for r in stored] == ["60001449", "60001450", "60001451"]
+    stored = _stored(fresh_db, suffix)
+    # the 编号 column is the source's id although the mapping does not name it
+    assert [r["source_id"] for r in stored] == ids
     assert [r["name"] for r in stored] == NAMES
     assert [r["address"] for r in stored] == ["罗湖区1号", "罗湖区2号", "罗湖区3号"]
     assert {r["opening_hours_raw"] for r in stored} == {"周一至周日 06:00-23:00"}
