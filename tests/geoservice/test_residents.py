@@ -603,3 +603,29 @@ def test_old_feed_items_and_events_are_pruned_but_unmailed_digests_wait(
     # 0 keeps everything
     assert notify(residents_db, residents_settings(residents_db, None, feed_retention_days=0)
                   ).pruned_items == 0  # fmt: skip
+
+
+def test_only_status_changes_record_facility_events(residents_db: str) -> None:
+    with connect(residents_db, autocommit=True) as conn:
+        a, b, c = (r["id"] for r in conn.execute(
+            "SELECT id FROM facilities WHERE status = 'active' ORDER BY id LIMIT 3"))  # fmt: skip
+        last = conn.execute("SELECT coalesce(max(id), 0) AS n FROM resident_events").fetchone()
+
+        def recorded() -> list[tuple[str, str]]:
+            return [(r["kind"], r["facility_id"]) for r in conn.execute(
+                "SELECT kind, facility_id FROM resident_events WHERE id > %s ORDER BY id",
+                (last["n"],))]  # fmt: skip
+
+        # every row updated, no status changed: nothing recorded
+        conn.execute("UPDATE facilities SET updated_at = now()")
+        assert recorded() == []
+        conn.execute(
+            "UPDATE facilities SET status = CASE id WHEN %(a)s THEN 'temporarily_closed'"
+            " WHEN %(b)s THEN 'removed' ELSE status END WHERE id IN (%(a)s, %(b)s, %(c)s)",
+            {"a": a, "b": b, "c": c},
+        )
+        assert sorted(recorded()) == sorted([("facility_closed", a), ("facility_removed", b)])
+        conn.execute("UPDATE facilities SET status = 'active' WHERE id IN (%s, %s)", (a, b))
+        assert sorted(recorded()[2:]) == sorted(
+            [("facility_reopened", a), ("facility_reopened", b)]
+        )
