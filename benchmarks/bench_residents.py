@@ -1,7 +1,8 @@
 """Residents' feed: fan-out of one new document to 100,000 followers, and the feed page's p99.
 
 In a database of its own: 100,000 residents (each following the benchmark's matter, two other
-matters and a domain; one in ten an area of toilets), 1,000,000 feed items already stored.
+matters and a domain; one in ten an area of toilets), 1,000,000 feed items already stored, each
+brought by the resident's subscription to the matter (so its reason comes from the join).
 1. Fan-out: a new document filed under the matter (through the loaders' tables, so the trigger
    records the event) is fanned out by ``geoservice.residents.feed.fan_out`` — the claim of the
    event, the joins through every kind of subscription, the per-resident de-duplication and the
@@ -9,8 +10,10 @@ matters and a domain; one in ten an area of toilets), 1,000,000 feed items alrea
    the same table, alternating, several rounds; figure: the median rate ratio (target ≥ 0.5).
 2. ``GET /api/v1/me/feed`` (first page, 50 items) under 50 concurrent residents (wrk, each
    request a random one of 50 residents' tokens) against ``servicemap serve --workers 2``,
-   reported beside the raw SQL of the same page (pgbench, 50 clients, per-transaction log): p99
-   of both and their ratio.
+   reported beside the raw SQL of the same page (pgbench, 50 clients, per-transaction log):
+   ``FEED_PAGE``, the statement the API's page is (same columns, order, keyset and limit; the
+   API sends it inside ``SESSION_PAGE`` with the session check, so the baseline does less work
+   than the API's database part); p99 of both and their ratio.
 
     python -m benchmarks.bench_residents [--residents N] [--items N] [--rounds N] [--seconds S]
 """
@@ -61,10 +64,11 @@ SELECT id, 'area', 'toilet@' || id, 'x', 'toilet', 500,
 FROM residents WHERE id %% 10 = 0;
 INSERT INTO resident_events (kind, document_id, title, fanned_out_at)
 SELECT 'document_new', 'H' || g, '历史文件 ' || g, now() FROM generate_series(1, 1000) g;
-INSERT INTO resident_feed (resident_id, event_id, mailed_at)
-SELECT r.id, 1 + (r.id * 10 + k) %% 1000, now()
-FROM generate_series(1, %(per_resident)s) k, residents r
-ORDER BY k, r.id;
+INSERT INTO resident_feed (resident_id, event_id, subscription_id, mailed_at)
+SELECT s.resident_id, 1 + (s.resident_id * 10 + k) %% 1000, s.id, now()
+FROM generate_series(1, %(per_resident)s) k, resident_subscriptions s
+WHERE s.kind = 'matter' AND s.target = 'M1'
+ORDER BY k, s.resident_id;
 """
 
 NEW_DOCUMENT = """

@@ -1,6 +1,6 @@
 """The feed: events recorded where things happen, fanned out set-based to the residents concerned.
 
-Triggers (migration 0008) write ``resident_events`` in the statement that changed the data:
+Triggers (migrations 0008, 0011) write ``resident_events`` in the statement that changed the data:
 documents added or changed, documents filed under a matter, facilities added (while someone
 follows an area), closed, reopened or removed, progress of cases a resident keeps. ``fan_out``
 then takes a batch of pending events and, in ONE statement, marks them fanned out and inserts a
