@@ -847,14 +847,19 @@ def _amap_row(poi: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     # Amap v5 puts phone and hours under "business"; v3 has "tel" at the top
     business = _object(poi.get("business"))
     lng, _, lat = str(vendor_value(poi.get("location")) or "").partition(",")
-    hours = business.get("opentime_week") or business.get("opentime_today")
+    hours = _first(business.get("opentime_week"), business.get("opentime_today"))
     return (
         {"source_id": poi.get("id"), "name": poi.get("name"), "address": poi.get("address"),
-         "phone": business.get("tel") or poi.get("tel"), "opening_hours": hours,
+         "phone": _first(business.get("tel"), poi.get("tel")), "opening_hours": hours,
          "vendor_category": poi.get("type"), "vendor_type": poi.get("typecode"),
          "adcode": poi.get("adcode"), "city": poi.get("cityname"), "district": poi.get("adname")},
         (_number(lng), _number(lat)),
     )  # fmt: skip
+
+
+def _first(*values: Any) -> str | None:
+    """The first of a vendor's fields that has a value ("[]" or [] is none: the next is tried)."""
+    return next((text for v in values if (text := vendor_value(v)) is not None), None)
 
 
 def _tencent_row(poi: dict[str, Any]) -> tuple[dict[str, Any], Any]:

@@ -67,6 +67,10 @@ def _amap(tmp_path: Path) -> Path:
             {"id": "B0FFG3", "name": NAMES[2], "address": "", "location": f"{LON[2]},{LAT[2]}",
              "business": {"tel": "0755-82345678", "opentime_today": "06:00-23:00",
                           "opentime_week": "周一至周日 06:00-23:00"}},
+            # "no value" under business: the top-level phone and today's hours are used instead
+            {"id": "B0FFG4", "name": "东湖公园公厕", "address": [], "tel": "0755-22223333",
+             "location": "114.1500,22.5700",
+             "business": {"tel": "[]", "opentime_week": [], "opentime_today": "全天开放"}},
         ],
     }  # fmt: skip
     path = tmp_path / "amap.json"
@@ -81,13 +85,14 @@ def test_amap_empty_lists_are_missing_and_v5_business(
     fresh_db: str, ingest: Ingest, tmp_path: Path
 ) -> None:
     report = ingest(fresh_db, _amap(tmp_path), layer="toilet", source="amap")
-    assert report.outcome == "ok" and report.inserted == 3 and report.crs == "gcj02"
+    assert report.outcome == "ok" and report.inserted == 4 and report.crs == "gcj02"
     stored = _stored(fresh_db, "amap")
-    assert [r["address"] for r in stored] == [None, "翠竹路1号", None]
-    assert [r["phone"] for r in stored] == [None, None, "0755-82345678"]
+    assert [r["address"] for r in stored] == [None, "翠竹路1号", None, None]
+    assert [r["phone"] for r in stored] == [None, None, "0755-82345678", "0755-22223333"]
     assert stored[2]["opening_hours_raw"] == "周一至周日 06:00-23:00"
-    assert [r["name"] for r in stored] == NAMES
-    for r, lon, lat in zip(stored, LON, LAT, strict=True):
+    assert stored[3]["opening_hours_raw"] == "全天开放"
+    assert [r["name"] for r in stored] == [*NAMES, "东湖公园公厕"]
+    for r, lon, lat in zip(stored, [*LON, 114.15], [*LAT, 22.57], strict=True):
         wgs = prcoords.gcj_wgs_bored((lat, lon))
         assert r["lat"] == pytest.approx(wgs[0], abs=1e-6)
         assert r["lon"] == pytest.approx(wgs[1], abs=1e-6)
