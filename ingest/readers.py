@@ -126,7 +126,7 @@ def detect_format(path: Path) -> str:
         # an .xlsx is a zip file too: tell it from a zipped Shapefile by what it holds
         return "excel" if _is_xlsx(path) else "shapefile"
     if name.endswith((".xlsx", ".xlsm", ".xls")):
-        raise IngestError(f"{path.name} is not a valid Excel workbook (corrupt or truncated?)")
+        return _not_a_workbook(path, head)
     if b"OSMHeader" in head[:64] or name.endswith(".pbf"):
         return "osm"
     if name.endswith(".shp"):
@@ -550,6 +550,25 @@ def _read_csv(source: Source, chunk_rows: int) -> Iterator[Chunk]:
 _OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 #: rows of a sheet looked at to find its header under title rows
 _HEADER_SCAN_ROWS = 30
+
+
+_HTML_HINT = re.compile(rb"^\s*<(!doctype html|html|table|meta|\?xml)", re.IGNORECASE)
+
+
+def _not_a_workbook(path: Path, head: bytes) -> str:
+    """What a file named like a workbook that is none is: web systems' "export to Excel" often
+    writes a tab-separated text (read as CSV) or an HTML table (refused, saying what to do)."""
+    text = head.removeprefix(b"\xef\xbb\xbf")
+    if _HTML_HINT.match(text):
+        raise IngestError(
+            f"{path.name} is a web page (HTML) named like an Excel workbook: open it in Excel or "
+            "WPS and save it as .xlsx, or as CSV"
+        )
+    if text.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "csv"  # Excel's own "Unicode text": UTF-16, tab-separated
+    if b"\x00" not in text and (b"\t" in text or b"," in text):
+        return "csv"  # a text table named .xls: its header and rows are lines
+    raise IngestError(f"{path.name} is not a valid Excel workbook (corrupt or truncated?)")
 
 
 def _is_xlsx(path: Path) -> bool:

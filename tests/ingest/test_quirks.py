@@ -227,6 +227,44 @@ def test_xls_sheet_and_header_row_flags(fresh_db: str, tmp_path: Path) -> None:
     assert "--header-row" in done.stderr
 
 
+@pytest.mark.parametrize("encoding", ["gbk", "utf-16"])
+def test_text_table_named_xls_is_read_as_csv(fresh_db: str, tmp_path: Path, encoding: str) -> None:
+    # web systems' "export to Excel" writes a tab-separated text (GBK, or Excel's own UTF-16
+    # "Unicode text") under an .xls name
+    lines = ["编号\t名称\t地址\t经度\t纬度\t开放时间"] + [
+        f"GC-{i}\t{name}\t罗湖区{i}号\t{lon}\t{lat}\t24小时"
+        for i, (name, lon, lat) in enumerate(zip(NAMES, LON, LAT, strict=True))
+    ]
+    path = tmp_path / "导出.xls"
+    path.write_bytes("\r\n".join(lines).encode(encoding))
+    assert detect_format(path) == "csv"
+    report_path = tmp_path / "report.json"
+    done = run_cli(
+        fresh_db, "ingest", str(path), "--layer", "toilet", "--source", encoding,
+        "--mapping", str(_excel_mapping(tmp_path)), "--report", str(report_path),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(report_path.read_text())["inserted"] == 3
+    stored = _stored(fresh_db, encoding)
+    assert [r["source_id"] for r in stored] == ["GC-0", "GC-1", "GC-2"]
+    assert [r["name"] for r in stored] == NAMES
+
+
+def test_html_named_xls_says_what_to_do(fresh_db: str, tmp_path: Path) -> None:
+    path = tmp_path / "导出.xls"
+    path.write_text(
+        "<html><head><meta charset='utf-8'></head><body><table><tr><td>名称</td></tr></table>"
+        "</body></html>",
+        encoding="utf-8",
+    )
+    done = run_cli(fresh_db, "ingest", str(path), "--layer", "toilet")
+    assert done.returncode != 0
+    assert "web page (HTML)" in done.stderr and "save it as .xlsx" in done.stderr
+    path.write_bytes(bytes(range(256)) * 4)  # binary, neither a workbook nor text
+    done = run_cli(fresh_db, "ingest", str(path), "--layer", "toilet")
+    assert done.returncode != 0 and "not a valid Excel workbook" in done.stderr
+
+
 def _excel_mapping(tmp_path: Path) -> Path:
     path = tmp_path / "xl.toml"
     path.write_text(
