@@ -110,13 +110,16 @@ def main() -> None:
             for label, (script, _) in scripts.items():
                 run_wrk(base, script, 3)
                 theirs[label] = run_wrk(base, script, args.seconds)
+                print(f"tipg {label}: {theirs[label][0]:,.1f} tiles/s", flush=True)
         with serve(url) as base:
             for label, (_, script) in scripts.items():
                 run_wrk(base, script, 3)
                 ours[label] = run_wrk(base, script, args.seconds)
+                print(f"ours {label}: {ours[label][0]:,.1f} tiles/s", flush=True)
             with bumping(url):
                 for label, (_, script) in scripts.items():
                     rebuilt[label] = run_wrk(base, script, args.seconds)
+                    print(f"ours rebuilt {label}: {rebuilt[label][0]:,.1f} tiles/s", flush=True)
     print(f"rows: {args.rows:,}; random {LAYER} tiles; 32 connections; 2 workers each")
     print(
         "zoom     tipg tiles/s (p99)    ours tiles/s (p99)    ratio   rebuilt tiles/s (p99)  ratio"

@@ -201,8 +201,8 @@ WHERE f.layer = %(layer)s AND f.geom && {_FILTER_BOX}
 }
 #: bytes of tiles a process keeps (least recently used dropped first)
 CACHE_BYTES = 64 * 1024 * 1024
-#: tiles a process builds at once (more wait): a dense tile takes a core for a second
-MAX_BUILDS = 4
+#: tiles a process builds at once (more wait): a dense tile takes a core for a second or more
+MAX_BUILDS = 2
 
 
 def etag_of(payload: bytes) -> str:
