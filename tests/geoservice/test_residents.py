@@ -29,7 +29,9 @@ from ingest.disclosures import ingest_catalogue
 from ingest.load import facility_id
 from ingest.pipeline import ingest_file
 from tests.conftest import load_sample, settings_for
+from tests.geoservice import test_replicas
 from tests.geoservice.residents_support import Mailbox, bearer, sign_up, smtp_server
+from tests.geoservice.test_replicas import Pair, replica_settings, wait_for
 
 MATTER = "M-EDU-001"
 OTHER_MATTER = "M-HEA-004"
@@ -629,3 +631,41 @@ def test_only_status_changes_record_facility_events(residents_db: str) -> None:
         assert sorted(recorded()[2:]) == sorted(
             [("facility_reopened", a), ("facility_reopened", b)]
         )
+
+
+#: a primary of this module's own with a streaming standby (test_replicas' fixture)
+standby_pair = test_replicas.pair
+
+
+def test_feed_on_a_standby_checks_the_session_on_the_primary(standby_pair: Pair) -> None:
+    pair = standby_pair
+    from geoservice.api.auth import new_token, token_hash
+
+    token = new_token("smr_")
+    with connect(pair.primary_url, autocommit=True) as conn:
+        me = conn.execute(
+            "INSERT INTO residents (email, consent_version, feed_key, mail_key)"
+            " VALUES ('standby@example.org', 'test', 'standby-feed', 'standby-mail') RETURNING id"
+        ).fetchone()["id"]
+        conn.execute("INSERT INTO resident_sessions (token_hash, resident_id) VALUES (%s, %s)",
+                     (token_hash(token), me))  # fmt: skip
+        first = _item(conn, me, _event(conn, "on both", 1), True)
+    pair.caught_up()
+    with TestClient(create_app(replica_settings(pair, SERVICEMAP_MAX_REPLICA_LAG_S=60))) as reads:
+        wait_for(reads, "ok")
+        assert [i["id"] for i in reads.get("/api/v1/me/feed", headers=bearer(token)).json()[
+            "items"]] == [first]  # fmt: skip
+        pair.pause()
+        try:
+            with connect(pair.primary_url, autocommit=True) as conn:
+                _item(conn, me, _event(conn, "on the primary only", 1), True)
+            # the page comes from the paused standby...
+            page = reads.get("/api/v1/me/feed", headers=bearer(token))
+            assert [i["id"] for i in page.json()["items"]] == [first]
+            # ...the session from the primary: signed out is signed out at once
+            with connect(pair.primary_url, autocommit=True) as conn:
+                conn.execute("DELETE FROM resident_sessions WHERE resident_id = %s", (me,))
+            assert reads.get("/api/v1/me/feed", headers=bearer(token)).status_code == 401
+        finally:
+            pair.resume()
+            pair.caught_up()
