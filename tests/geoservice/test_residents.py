@@ -20,6 +20,7 @@ import feedparser
 import pytest
 from fastapi.testclient import TestClient
 
+from geoservice.api.auth import new_token, token_hash
 from geoservice.app import create_app
 from geoservice.db.connection import connect
 from geoservice.residents.notify import prune
@@ -639,8 +640,6 @@ standby_pair = test_replicas.pair
 
 def test_feed_on_a_standby_checks_the_session_on_the_primary(standby_pair: Pair) -> None:
     pair = standby_pair
-    from geoservice.api.auth import new_token, token_hash
-
     token = new_token("smr_")
     with connect(pair.primary_url, autocommit=True) as conn:
         me = conn.execute(
