@@ -37,10 +37,11 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import h3 as h3lib
@@ -65,6 +66,7 @@ from layers import facility
 from layers.hours import open_now
 
 router = APIRouter(tags=["nearest"])
+_T = TypeVar("_T")
 
 MAX_K = 100
 DEFAULT_K = 5
@@ -290,28 +292,13 @@ class CellCache:
         return self.counts
 
 
-def _cell_cache(request: Request) -> CellCache:
-    cache: CellCache | None = getattr(request.app.state, "nearest_cells", None)
-    if cache is None:
-        cache = CellCache()
-        request.app.state.nearest_cells = cache
-    return cache
-
-
-def _extent(request: Request) -> Extent:
-    extent: Extent | None = getattr(request.app.state, "nearest_extent", None)
-    if extent is None:
-        extent = Extent()
-        request.app.state.nearest_extent = extent
-    return extent
-
-
-def _hours_cache(request: Request) -> HoursCache:
-    cache: HoursCache | None = getattr(request.app.state, "nearest_hours", None)
-    if cache is None:
-        cache = HoursCache()
-        request.app.state.nearest_hours = cache
-    return cache
+def _kept(request: Request, name: str, factory: Callable[[], _T]) -> _T:
+    """The per-process object `name` kept on the app's state, made on first use."""
+    kept: _T | None = getattr(request.app.state, name, None)
+    if kept is None:
+        kept = factory()
+        setattr(request.app.state, name, kept)
+    return kept
 
 
 #: statement texts by (filters in use, candidate count, online window)
@@ -724,7 +711,9 @@ class _FarSearch:
             level, threshold = await _refine(
                 self.conn, coarse, filters.layers, threshold, wanted, self.point, store, checked
             )
-            found = await self.within(level, threshold, store, checked)
+            # a millimetre over: the bound may come from PostGIS's distance of the k-th
+            # (the near path's), and pyproj's for the same facility can differ by nanometres
+            found = await self.within(level, threshold + 1e-3, store, checked)
             if len(found) >= filters.k:
                 return _taken(found[: filters.k])
             if threshold >= cap:
@@ -862,9 +851,9 @@ async def nearest(
             lon,
             filters,
             settings,
-            hours=_hours_cache(request),
-            extent=_extent(request),
-            cells=_cell_cache(request),
+            hours=_kept(request, "nearest_hours", HoursCache),
+            extent=_kept(request, "nearest_extent", Extent),
+            cells=_kept(request, "nearest_cells", CellCache),
         )
     timezone = settings.district.timezone
     features = [to_feature(row, timezone=timezone) for row in rows]
