@@ -578,7 +578,7 @@ async def _finer_counts(
     return np.array([known[c] for c in wanted], dtype=np.int64)
 
 
-@lru_cache(maxsize=20_000)
+@lru_cache(maxsize=5_000)  # ~1-4 kB each
 def _cover(cell: int, resolution: int) -> tuple[np.ndarray, np.ndarray]:
     """(cells, their ``_cell_disc`` rows): every cell of `resolution` that meets `cell`'s disc.
 
