@@ -685,7 +685,35 @@ def _sheet_table(
         position = find_header(head)
     if position is None:
         return None
-    return position + 1, _header_columns(head[position])
+    header = head[position]
+    if position + 1 < len(head) and _completes(header, head[position + 1]):
+        # a two-row header: 坐标 merged over 经度 | 纬度 on the row below
+        below = head[position + 1]
+        width = max(len(header), len(below))
+        cells = [_cell_at(below, j) or _cell_at(header, j) for j in range(width)]
+        return position + 2, _header_columns(tuple(cells))
+    return position + 1, _header_columns(header)
+
+
+def _cell_at(row: tuple[Any, ...], j: int) -> Any:
+    return row[j] if j < len(row) and j in _filled(row) else None
+
+
+def _completes(header: tuple[Any, ...], below: tuple[Any, ...]) -> bool:
+    """Whether `below` is the lower row of a two-row header: text naming the columns the header
+    leaves blank (under a cell merged across them), blank under the header's cells merged down."""
+    upper, lower = set(_filled(header)), set(_filled(below))
+    width = max(upper | lower, default=-1) + 1
+    blanks = set(range(width)) - upper
+    # text only under a merged cell: the blanks and the filled cell each run of them starts at
+    # (a first record naming a place under an unnamed column is no header)
+    merged = blanks | {j - 1 for j in blanks if j - 1 in upper}
+    return (
+        bool(blanks)
+        and blanks <= lower <= merged
+        and bool(upper - lower)
+        and all(isinstance(below[j], str) for j in lower)
+    )
 
 
 def _open_excel(path: Path, sheet: str | None, header_row: int | None) -> Source:

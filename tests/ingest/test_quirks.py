@@ -203,6 +203,73 @@ def test_excel_with_explanation_sheet_and_title_row(
         assert (r["lon"], r["lat"]) == pytest.approx((lon, lat), abs=1e-9)
 
 
+def _two_row_header(tmp_path: Path, suffix: str) -> Path:
+    """A sheet whose header takes two rows: 坐标 merged over 经度 | 纬度, the other headers merged
+    down over both rows, a title merged above (as statistics bureaus lay tables out)."""
+    upper = ["编号", "名称", "地址", "坐标", None, "开放时间"]
+    lower = [None, None, None, "经度", "纬度", None]
+    records = [
+        [f"GC-{i}", name, f"罗湖区{i}号", lon, lat, "24小时"]
+        for i, (name, lon, lat) in enumerate(zip(NAMES, LON, LAT, strict=True))
+    ]
+    path = tmp_path / f"two-rows.{suffix}"
+    if suffix == "xlsx":
+        book = openpyxl.Workbook()
+        sheet = book.active
+        assert sheet is not None
+        for row in (["罗湖区公共厕所一览表"], upper, lower, *records):
+            sheet.append(row)
+        for cells in ("A1:F1", "D2:E2", "A2:A3", "B2:B3", "C2:C3", "F2:F3"):
+            sheet.merge_cells(cells)
+        book.save(path)
+        return path
+    xls = xlwt.Workbook(encoding="utf-8")
+    sheet = xls.add_sheet("公厕")
+    sheet.write_merge(0, 0, 0, 5, "罗湖区公共厕所一览表")
+    sheet.write_merge(1, 1, 3, 4, "坐标")
+    for j in (0, 1, 2, 5):
+        sheet.write_merge(1, 2, j, j, upper[j])
+    sheet.write(2, 3, "经度")
+    sheet.write(2, 4, "纬度")
+    for i, record in enumerate(records):
+        for j, value in enumerate(record):
+            sheet.write(3 + i, j, value)
+    xls.save(str(path))
+    return path
+
+
+@pytest.mark.parametrize("suffix", ["xlsx", "xls"])
+def test_two_row_header_under_a_title(fresh_db: str, tmp_path: Path, suffix: str) -> None:
+    path = _two_row_header(tmp_path, suffix)
+    source = open_source(path)
+    assert source.columns == ["编号", "名称", "地址", "经度", "纬度", "开放时间"]
+    assert source.options["header_row"] == 3  # the records start on the sheet's row 4
+    assert next(source.chunks()).rows.tolist() == [4, 5, 6]
+    done = run_cli(
+        fresh_db, "ingest", str(path), "--layer", "toilet", "--source", suffix,
+        "--mapping", str(_excel_mapping(tmp_path)),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    stored = _stored(fresh_db, suffix)
+    assert [r["source_id"] for r in stored] == ["GC-0", "GC-1", "GC-2"]
+    for r, lon, lat in zip(stored, LON, LAT, strict=True):
+        assert (r["lon"], r["lat"]) == pytest.approx((lon, lat), abs=1e-9)
+
+
+def test_unnamed_column_does_not_make_the_first_record_a_header(tmp_path: Path) -> None:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["名称", "地址", "电话", None])  # the last column has no name
+    sheet.append(["东门公厕", None, "0755-82345678", "备注：夜间锁门"])  # all text, no address
+    sheet.append(["翠竹公厕", "翠竹路1号", "0755-82345679", None])
+    path = tmp_path / "unnamed.xlsx"
+    book.save(path)
+    source = open_source(path)
+    assert source.columns == ["名称", "地址", "电话", "column 4"]
+    assert next(source.chunks()).frame["名称"].tolist() == ["东门公厕", "翠竹公厕"]
+
+
 def test_xls_sheet_and_header_row_flags(fresh_db: str, tmp_path: Path) -> None:
     path = _xls_workbook(tmp_path)
     source = open_source(path, sheet="公厕", header_row=3)
