@@ -29,8 +29,9 @@ What a tile holds and how it is kept so:
   writer's transaction after any change to facilities, migration 0009; for live layers the
   tile's sensors' stalls, last reading and how many are online now) and the generation of the
   opening states. A request reads that row (one row, and for live layers the tile's sensors,
-  not its facilities) and gets the kept tile only while it is unchanged, so a load or a sensor reading is
-  seen by the very next request.
+  not its facilities) and gets the kept tile only while it is unchanged, so a load or a sensor
+  reading is seen by the very next request. Requests for a tile being built await that build
+  (one per tile and version), and a process builds at most ``MAX_BUILDS`` tiles at once.
 """
 
 from __future__ import annotations
@@ -185,8 +186,8 @@ WHERE {facility.live("f")} AND (f.layer = %(layer)s) IS TRUE AND f.geom && {_FIL
 
 #: What a tile shows depends on, read without building it: every facility (facilities_version,
 #: bumped by a trigger on any change to facilities, migration 0009) and, for live layers, the
-#: tile's sensors (stalls, last reading, how many are online now), read from toilet_status with a
-#: primary-key probe into facilities per sensor. A kept tile is served only while it is unchanged.
+#: tile's sensors (stalls, last reading, how many are online now), read from toilet_status joined
+#: to the facilities of the tile's box. A kept tile is served only while it is unchanged.
 _VERSIONS = {
     False: "SELECT n AS facilities FROM facilities_version",
     True: f"""
@@ -194,7 +195,7 @@ SELECT (SELECT n FROM facilities_version) AS facilities, count(*) AS sensors,
        sum(s.stalls_total) AS stalls, sum(s.stalls_free) AS free, max(s.last_seen) AS seen,
        count(*) FILTER (WHERE s.last_seen > now() - make_interval(secs => %(online_s)s)) AS online
 FROM toilet_status s JOIN facilities f ON f.id = s.facility_id
-WHERE f.layer = %(layer)s AND f.geom && {_FILTER_BOX}
+WHERE (f.layer = %(layer)s) IS TRUE AND f.geom && {_FILTER_BOX}
       AND EXISTS (SELECT 1 FROM toilet_devices d
                   WHERE d.facility_id = s.facility_id AND d.revoked_at IS NULL)
 """,
