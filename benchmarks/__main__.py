@@ -1,6 +1,8 @@
 """Run every benchmark (``make bench``): each ``benchmarks/bench_*.py`` module's ``main()``.
 
-``python -m benchmarks [name ...]`` runs only the named ones (e.g. ``ingest nearest``).
+``python -m benchmarks [name ...] [--option ...]`` runs only the named ones (e.g. ``ingest
+nearest``); the options (``--quick``, ``--rows N``, ``--seconds N``) are read by each benchmark
+that knows them, so ``python -m benchmarks --quick`` runs every benchmark with short runs.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ def main(argv: list[str]) -> int:
         for m in pkgutil.iter_modules([str(Path(__file__).parent)])
         if m.name.startswith("bench_")
     )
-    wanted = {f"bench_{a.removeprefix('bench_')}" for a in argv}
+    # names are the arguments that name a benchmark; the rest are options and their values,
+    # left in sys.argv for the benchmarks that read it
+    wanted = {f"bench_{a.removeprefix('bench_')}" for a in argv} & set(names)
+    sys.argv[1:] = [a for a in argv if f"bench_{a.removeprefix('bench_')}" not in wanted]
     failed = []
     for name in names:
         if wanted and name not in wanted:

@@ -96,7 +96,7 @@ def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--quick", action="store_true", help="6 s runs")
-    args, _ = parser.parse_known_args(sys.argv[1:] if __name__ == "__main__" else [])
+    args, _ = parser.parse_known_args(sys.argv[1:])  # also under python -m benchmarks halls
     if args.quick:
         args.seconds = 6
     return args
