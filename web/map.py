@@ -1,8 +1,9 @@
 """The district map page, built with Folium: one builder for ``GET /`` and ``servicemap map``.
 
 The page carries no facility markers: the browser (web/static/map.js) loads them per viewport
-from the API (H3 aggregates at low zoom, OGC API – Features items by bbox closer in) and builds
-popups from feature properties. The standalone file (``embedded``) instead carries a compact
+from the API (H3 aggregates at low zoom, OGC API – Features items by bbox closer in; a layer
+dense in view at zoom 15-16 from the vector tiles, drawn on a canvas with leaflet.vectorgrid)
+and builds popups from feature properties. The standalone file (``embedded``) instead carries a compact
 table of every facility so that it opens offline, with the same script.
 """
 
@@ -42,6 +43,7 @@ INSTALL_HINT = "run `make assets` (or `npm ci --prefix web`) to install them"
 VENDOR_JS = (
     "leaflet/dist/leaflet.js",
     "leaflet.markercluster/dist/leaflet.markercluster.js",
+    "leaflet.vectorgrid/dist/Leaflet.VectorGrid.bundled.min.js",
 )
 VENDOR_CSS = (
     "leaflet/dist/leaflet.css",
@@ -54,10 +56,17 @@ OWN_CSS = ("map.css",)
 ICON_DIR = "@fortawesome/fontawesome-free/svgs/solid"
 ICON_CREDIT = "Icons: Font Awesome Free (CC BY 4.0)"
 
-#: zoom from which facilities are always drawn one by one (below it: aggregates when many)
+#: zoom from which facilities are drawn one by one (below it: aggregates when many)
 DETAIL_ZOOM = 15
 #: most facilities of one layer drawn one by one below DETAIL_ZOOM; above it, H3 aggregates
 MAX_MARKERS = 1500
+#: from DETAIL_ZOOM up to MARKER_ZOOM (exclusive), a layer with more than TILE_BUDGET
+#: facilities in view is drawn from the vector tiles on a canvas (one element per tile, not
+#: per facility: ~900 marker icons kept the main thread busy 17x longer than ~250 at 20,000
+#: facilities, benchmarks/bench_map_viewport.py); from MARKER_ZOOM markers again (few in view,
+#: each reachable by keyboard)
+MARKER_ZOOM = 17
+TILE_BUDGET = 300
 #: OGC items page size and most pages followed per layer and viewport
 PAGE_LIMIT = 1000
 MAX_PAGES = 5
@@ -293,6 +302,8 @@ def build_map(
         "attribution": attribution,
         "detail_zoom": DETAIL_ZOOM,
         "max_markers": MAX_MARKERS,
+        "marker_zoom": MARKER_ZOOM,
+        "tile_budget": TILE_BUDGET,
         "page_limit": PAGE_LIMIT,
         "max_pages": MAX_PAGES,
         "per_stage": DISCLOSURES_PER_STAGE,

@@ -432,18 +432,23 @@ def test_toilets_are_coloured_by_live_status(
         page.context.close()
 
 
-def test_many_facilities_arrive_as_aggregates_then_markers(
-    browser: Browser, fresh_db: str, start_server: Callable[[Settings], str], tmp_path: Path
-):
+def ingest_scaled(url: str, tmp_path: Path, rows: int) -> None:
+    """`rows` facilities of the scaled sample loaded into `url` by the real command."""
     from ingest.sample import write_scaled
 
-    gpkg = write_scaled(tmp_path, 6000)["gpkg"]
+    gpkg = write_scaled(tmp_path, rows)["gpkg"]
     command = [str(Path(sys.executable).parent / "servicemap"), "ingest", str(gpkg)]
     command += ["--layer-field", "layer", "--source", "scale"]
     done = subprocess.run(
-        command, env={**os.environ, "DATABASE_URL": fresh_db}, capture_output=True, text=True
+        command, env={**os.environ, "DATABASE_URL": url}, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_many_facilities_arrive_as_aggregates_then_markers(
+    browser: Browser, fresh_db: str, start_server: Callable[[Settings], str], tmp_path: Path
+):
+    ingest_scaled(fresh_db, tmp_path, 6000)
     base = start_server(settings_for(fresh_db))
     html = httpx.get(base + "/").text
     assert len(html) < 40_000
@@ -467,6 +472,64 @@ def test_many_facilities_arrive_as_aggregates_then_markers(
         settled(page)
         page.locator(f'.sm-marker[data-facility-id="{spot["id"]}"]').wait_for()
         assert page.locator(".sm-agg").count() == 0
+        assert offline.errors() == []
+    finally:
+        page.context.close()
+
+
+def test_a_dense_layer_at_street_level_is_drawn_from_vector_tiles(
+    browser: Browser, fresh_db: str, start_server: Callable[[Settings], str], tmp_path: Path
+):
+    from geoservice.db.connection import connect
+    from web.map import TILE_BUDGET
+
+    ingest_scaled(fresh_db, tmp_path, 6000)
+    # a toilet with no other facility within 100 m: a click on it can hit only it
+    with connect(fresh_db) as conn:
+        spot = conn.execute(
+            "SELECT f.id, f.name, ST_Y(f.geom) AS lat, ST_X(f.geom) AS lon FROM facilities f"
+            " WHERE f.layer = 'toilet' AND NOT EXISTS (SELECT 1 FROM facilities o"
+            "  WHERE o.id <> f.id AND ST_DWithin(o.geom::geography, f.geom::geography, 100))"
+            " ORDER BY f.id LIMIT 1"
+        ).fetchone()
+        # a circle well inside the 1280 x 800 px view at zoom 15 (~5.6 x 3.5 km)
+        in_view = conn.execute(
+            "SELECT count(*) AS n FROM facilities WHERE layer = 'toilet'"
+            " AND ST_DWithin(geom::geography, ST_MakePoint(%s, %s)::geography, 1500)",
+            (spot["lon"], spot["lat"]),
+        ).fetchone()
+    assert spot is not None and in_view is not None
+    base = start_server(settings_for(fresh_db))
+    offline = open_offline_page(browser, viewport={"width": 1280, "height": 800})
+    page = offline.page
+    tiles: list[str] = []
+    page.on(
+        "response",
+        lambda r: tiles.append(r.url) if "/tiles/WebMercatorQuad/15/" in r.url else None,
+    )
+    try:
+        page.goto(f"{base}/?lang=en&at={spot['lat']},{spot['lon']},15")
+        settled(page)
+        # more toilets in view than the marker budget: no toilet markers, canvas tiles instead
+        assert in_view["n"] > TILE_BUDGET
+        assert page.locator(".sm-marker.sm-layer-toilet, .sm-cluster.sm-layer-toilet").count() == 0
+        assert page.locator("canvas.leaflet-tile").count() > 0
+        assert tiles and all("/ogc/collections/" in url for url in tiles)
+        assert any("/collections/toilet/" in url for url in tiles)
+        # the toilet at the centre: a click opens its popup, built from the facility itself
+        box = page.locator(".sm-map").bounding_box()
+        assert box is not None
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        popup = page.locator(f'.sm-popup[data-facility-id="{spot["id"]}"]')
+        popup.locator(".sm-stage").first.wait_for()
+        assert popup.locator(".sm-popup-title").inner_text() == spot["name"]
+        assert popup.locator("a.sm-details").get_attribute("href") == f"/facilities/{spot['id']}"
+        assert popup.locator("button.sm-follow").get_attribute("data-follow-id") == spot["id"]
+        # closer in, markers again (each one reachable by keyboard)
+        page.goto(f"{base}/?lang=en&at={spot['lat']},{spot['lon']},17")
+        settled(page)
+        page.locator(f'.sm-marker[data-facility-id="{spot["id"]}"]').wait_for()
+        assert page.locator("canvas.leaflet-tile").count() == 0
         assert offline.errors() == []
     finally:
         page.context.close()

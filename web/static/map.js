@@ -2,7 +2,9 @@
  *
  * Markers are never written into the page: each layer loads per viewport from the API
  * (H3 counts at low zoom when a layer has many facilities there, OGC API - Features items by
- * bbox otherwise) and popups are built here from feature properties. The standalone file
+ * bbox otherwise; at zoom 15-16 a layer with more than cfg.tile_budget facilities in view comes
+ * as vector tiles drawn on a canvas, its popups fetched on click) and popups are built here
+ * from feature properties. The standalone file
  * carries a compact facility table in its config instead (cfg.data) and works offline.
  *
  * Every text that comes from data is put in the DOM with textContent or setAttribute, never
@@ -401,10 +403,87 @@
         iconCreateFunction: clusterIcon(def)
       }),
       aggregates: L.layerGroup(),
+      tiles: null,
+      tilesLoading: false,
       gen: 0,
       ctrl: null
     };
     return st;
+  }
+
+  // ---- dense layers at street level: vector tiles on a canvas -----------------------------
+
+  /* A facility as the tile has it (id, name, layer, open_now, stalls), as a Feature. */
+  function tileProperties(props) {
+    var live = null;
+    if (props.stalls_total !== undefined && props.stalls_total !== null) {
+      var free = props.stalls_free === undefined ? null : props.stalls_free;
+      live = { stalls_total: props.stalls_total, stalls_free: free, online: free !== null };
+    }
+    return { layer: props.layer, name: props.name, live: live };
+  }
+
+  function tileStyle(def) {
+    return function (props) {
+      var colour = def.colour;
+      if (def.key === "toilet") {
+        var state = liveState(tileProperties(props));
+        if (LIVE_COLOURS[state]) colour = LIVE_COLOURS[state];
+      }
+      // over 10 px: Leaflet 1.9 takes a smaller circle for a marker and asks for its latlng,
+      // which a tile's point does not have (and a marker icon is 30 px across anyway)
+      return { radius: 11, weight: 2, color: "#ffffff", fill: true, fillColor: colour, fillOpacity: 1 };
+    };
+  }
+
+  /* A click on a drawn facility: its popup, built from the facility itself (the tile holds
+   * only what drawing needs), with its disclosures and follow button like a marker's. */
+  function openTileFacility(id) {
+    getJSON("/api/v1/facilities/" + encodeURIComponent(id)).then(function (feature) {
+      var coords = feature.geometry.coordinates;
+      L.popup(popupOptions()).setLatLng([coords[1], coords[0]]).setContent(buildPopup(feature)).openOn(map);
+    }).catch(report);
+  }
+
+  function tilesLoading(st, loading) {
+    if (st.tilesLoading === loading) return;
+    st.tilesLoading = loading;
+    setPending(loading ? 1 : -1);
+  }
+
+  function tileLayer(st) {
+    if (st.tiles) return st.tiles;
+    // VectorGrid 1.3 stops a canvas click with L.DomEvent.fakeStop, which Leaflet 1.8 dropped;
+    // Leaflet 1.9 already keeps a canvas' clicks from the map, so there is nothing left to do
+    if (!L.DomEvent.fakeStop) L.DomEvent.fakeStop = function () { return L.DomEvent; };
+    var styles = {};
+    styles[st.def.key] = tileStyle(st.def);
+    st.tiles = L.vectorGrid.protobuf(
+      "/ogc/collections/" + encodeURIComponent(st.def.key) + "/tiles/WebMercatorQuad/{z}/{y}/{x}", {
+        rendererFactory: L.canvas.tile,
+        interactive: true,
+        minZoom: cfg.detail_zoom,
+        vectorTileLayerStyles: styles,
+        getFeatureId: function (f) { return f.properties.id; }
+      });
+    st.tiles.on("click", function (e) {
+      if (e.layer && e.layer.properties) openTileFacility(String(e.layer.properties.id));
+    });
+    st.tiles.on("loading", function () { tilesLoading(st, true); });
+    st.tiles.on("load", function () { tilesLoading(st, false); });
+    return st.tiles;
+  }
+
+  function showTiles(st) {
+    clearMarkers(st);
+    st.aggregates.clearLayers();
+    var layer = tileLayer(st);
+    if (!map.hasLayer(layer)) map.addLayer(layer);
+  }
+
+  function hideTiles(st) {
+    if (st.tiles && map.hasLayer(st.tiles)) map.removeLayer(st.tiles);
+    tilesLoading(st, false);
   }
 
   function requestBbox() {
@@ -477,7 +556,10 @@
       return getJSON(href, ctrl.signal).then(function (fc) {
         if (gen !== st.gen) return null;
         pages += 1;
-        if (pages === 1) st.aggregates.clearLayers();
+        if (pages === 1) {
+          st.aggregates.clearLayers();
+          hideTiles(st);
+        }
         addFeatures(st, fc.features || [], seen);
         var next = (fc.links || []).filter(function (link) { return link.rel === "next"; })[0];
         if (next && pages < maxPages) return page(ownOrigin(next.href));
@@ -502,6 +584,7 @@
 
   function drawAggregates(st, fc) {
     clearMarkers(st);
+    hideTiles(st);
     st.aggregates.clearLayers();
     // each layer's bubble sits at its own angle around the cell centre so they do not overlap
     var angle = (2 * Math.PI * st.index) / Math.max(1, layerOrder.length);
@@ -551,8 +634,10 @@
     var zoom = map.getZoom();
     var work;
     var few = st.def.count !== null && st.def.count !== undefined && st.def.count <= cfg.max_markers;
-    if (zoom >= cfg.detail_zoom || few) {
-      // street level, or a layer small enough in the whole district: the facilities themselves
+    // from detail_zoom to marker_zoom a dense layer may come as vector tiles (below: aggregates)
+    var street = zoom >= cfg.detail_zoom;
+    if (few || zoom >= cfg.marker_zoom || (street && !L.vectorGrid)) {
+      // close in, or a layer small enough in the whole district: the facilities themselves
       work = loadItems(st, bbox, gen, ctrl, cfg.max_pages);
     } else {
       var url = "/api/v1/h3?resolution=" + aggregateResolution(zoom) + "&bbox=" + bbox +
@@ -564,8 +649,11 @@
           (fc.features || []).forEach(function (cell) {
             total += (cell.properties && cell.properties.count) || 0;
           });
-          if (total <= cfg.max_markers) return loadItems(st, bbox, gen, ctrl, cfg.max_pages);
-          drawAggregates(st, fc);
+          if (total <= (street ? cfg.tile_budget : cfg.max_markers)) {
+            return loadItems(st, bbox, gen, ctrl, cfg.max_pages);
+          }
+          if (street) showTiles(st);
+          else drawAggregates(st, fc);
           return null;
         },
         function (err) {
@@ -605,6 +693,7 @@
       if (st.ctrl) st.ctrl.abort();
       map.removeLayer(st.cluster);
       map.removeLayer(st.aggregates);
+      hideTiles(st);
     }
   }
 
