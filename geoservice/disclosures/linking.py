@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ahocorasick
+import numpy as np
 import opencc
 import psycopg
 from psycopg.rows import tuple_row
@@ -170,25 +171,41 @@ def _long_enough(pattern: str) -> bool:
     return len(pattern) >= MIN_NAME_CHARS
 
 
+#: pattern -> {facility_id: is_full_name}, facilities in the order they came
+Owners = dict[str, dict[str, bool]]
+
+
+def name_owners(
+    facilities: Iterable[tuple[str, str, str | None]], normalise: ScriptNormaliser
+) -> Owners:
+    """Every name worth matching (full, short, Latin) and the facilities it names."""
+    owners: Owners = defaultdict(dict)
+    for facility_id, name, name_en in facilities:
+        full = normalise(name).strip()
+        if _long_enough(full):
+            owners[full][facility_id] = True
+        for short in short_names(full):
+            if _long_enough(short):
+                owners[short].setdefault(facility_id, False)
+        if name_en:
+            latin = normalise(name_en).strip()
+            if _long_enough(latin):
+                owners[latin].setdefault(facility_id, True)
+    return owners
+
+
 class NameMatcher:
     """Every facility name in one Aho-Corasick automaton; `match` scans a text once."""
 
     def __init__(
-        self, facilities: Iterable[tuple[str, str, str | None]], normalise: ScriptNormaliser
+        self,
+        facilities: Iterable[tuple[str, str, str | None]],
+        normalise: ScriptNormaliser,
+        *,
+        owners: Owners | None = None,
     ) -> None:
-        # pattern -> {facility_id: is_full_name}
-        owners: dict[str, dict[str, bool]] = defaultdict(dict)
-        for facility_id, name, name_en in facilities:
-            full = normalise(name).strip()
-            if _long_enough(full):
-                owners[full][facility_id] = True
-            for short in short_names(full):
-                if _long_enough(short):
-                    owners[short].setdefault(facility_id, False)
-            if name_en:
-                latin = normalise(name_en).strip()
-                if _long_enough(latin):
-                    owners[latin].setdefault(facility_id, True)
+        if owners is None:
+            owners = name_owners(facilities, normalise)
         self.automaton = ahocorasick.Automaton()
         self.patterns = 0
         for pattern, by_facility in owners.items():
@@ -211,27 +228,137 @@ class NameMatcher:
                 yield facility_id, full, share, pattern
 
 
+def names_in_texts(owners: Owners, texts: Iterable[str]) -> set[str]:
+    """The patterns of `owners` that occur anywhere in `texts` (overlaps included)."""
+    automaton = ahocorasick.Automaton()
+    for pattern in owners:
+        automaton.add_word(pattern, pattern)
+    if not owners:
+        return set()
+    automaton.make_automaton()
+    found: set[str] = set()
+    for text in texts:
+        found.update(pattern for _end, pattern in automaton.iter(text))
+    return found
+
+
+#: a document's normalised texts: (text, score of a full name in it, of a short name)
+NormalisedDocument = tuple[str, list[tuple[str, float, float]]]
+
+
+def normalised_documents(
+    documents: Iterable[tuple[str, str | None, str | None, str | None]],
+    normalise: ScriptNormaliser,
+) -> list[NormalisedDocument]:
+    """(id, [(text, full score, short score)]) over (id, title, title_en, body), texts normalised."""
+    out: list[NormalisedDocument] = []
+    for document_id, title, title_en, body in documents:
+        texts = [
+            (normalise(text), full_score, short_score)
+            for text, full_score, short_score in (
+                (title, SCORE_FULL_NAME_TITLE, SCORE_SHORT_NAME_TITLE),
+                (title_en, SCORE_FULL_NAME_TITLE, SCORE_SHORT_NAME_TITLE),
+                (body, SCORE_FULL_NAME_BODY, SCORE_SHORT_NAME_BODY),
+            )
+            if text
+        ]
+        out.append((document_id, texts))
+    return out
+
+
+def document_links(
+    documents: Iterable[NormalisedDocument], matcher: NameMatcher
+) -> dict[tuple[str, str], tuple[float, str]]:
+    """{(facility_id, document_id): (score, matched name)}: the best name of each pair."""
+    found: dict[tuple[str, str], tuple[float, str]] = {}
+    for document_id, texts in documents:
+        for text, full_score, short_score in texts:
+            for facility_id, full, share, pattern in matcher.match(text):
+                score = round((full_score if full else short_score) * share, 4)
+                key = (facility_id, document_id)
+                if key not in found or found[key][0] < score:
+                    found[key] = (score, pattern)
+    return found
+
+
 def name_links(
     documents: Iterable[tuple[str, str | None, str | None, str | None]],
     matcher: NameMatcher,
     normalise: ScriptNormaliser,
 ) -> dict[tuple[str, str], tuple[float, str]]:
     """{(facility_id, document_id): (score, matched name)} over (id, title, title_en, body)."""
-    found: dict[tuple[str, str], tuple[float, str]] = {}
-    for document_id, title, title_en, body in documents:
-        for text, full_score, short_score in (
-            (title, SCORE_FULL_NAME_TITLE, SCORE_SHORT_NAME_TITLE),
-            (title_en, SCORE_FULL_NAME_TITLE, SCORE_SHORT_NAME_TITLE),
-            (body, SCORE_FULL_NAME_BODY, SCORE_SHORT_NAME_BODY),
-        ):
-            if not text:
-                continue
-            for facility_id, full, share, pattern in matcher.match(normalise(text)):
-                score = round((full_score if full else short_score) * share, 4)
-                key = (facility_id, document_id)
-                if key not in found or found[key][0] < score:
-                    found[key] = (score, pattern)
-    return found
+    return document_links(normalised_documents(documents, normalise), matcher)
+
+
+#: facilities whose names make one automaton; more are sifted a chunk at a time
+NAMES_CHUNK = 50_000
+
+
+def _chunks(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _count_patterns(
+    counts: tuple[np.ndarray, np.ndarray], owners: Owners
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fold a chunk's patterns into (sorted pattern hashes, facilities naming each, capped)."""
+    hashes = np.fromiter((hash(p) for p in owners), dtype=np.int64, count=len(owners))
+    named = np.fromiter(
+        (min(len(by), MAX_FACILITIES_PER_NAME + 1) for by in owners.values()),
+        dtype=np.int64,
+        count=len(owners),
+    )
+    merged, inverse = np.unique(np.concatenate((counts[0], hashes)), return_inverse=True)
+    totals = np.bincount(inverse, weights=np.concatenate((counts[1], named)))
+    return merged, np.minimum(totals, MAX_FACILITIES_PER_NAME + 1).astype(np.int64)
+
+
+def document_names(
+    conn: psycopg.Connection[Any], documents: list[NormalisedDocument], normalise: ScriptNormaliser
+) -> tuple[Owners, int, int | None]:
+    """(owners of the names worth searching the documents for, live facilities, patterns).
+
+    Facilities are streamed. Up to NAMES_CHUNK of them, every name is kept (one automaton, as
+    before; patterns None: the matcher counts them). Beyond, each chunk's names are sifted
+    for those some document contains, and only these are kept: the same matches (a name no
+    text contains never changes a leftmost-longest scan) in memory bounded by the chunk, with
+    the names searched for counted by hash.
+    """
+    with conn.cursor(name="link_facilities", row_factory=tuple_row) as rows:
+        rows.itersize = 10_000
+        rows.execute(f"SELECT id, name, name_en FROM facilities WHERE {live(None)}")
+        chunks = _chunks(rows, NAMES_CHUNK)
+        first = next(chunks, [])
+        owners = name_owners(first, normalise)
+        facilities = len(first)
+        if facilities < NAMES_CHUNK:
+            return owners, facilities, None
+        del first
+        texts = [text for _id, parts in documents for text, _full, _short in parts]
+        kept: Owners = {}
+        counts = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
+        while True:
+            counts = _count_patterns(counts, owners)
+            for pattern in names_in_texts(owners, texts):
+                into = kept.setdefault(pattern, {})
+                for facility_id, full in owners[pattern].items():
+                    if len(into) > MAX_FACILITIES_PER_NAME:
+                        break  # too common a name already: never searched for
+                    into[facility_id] = full
+            chunk = next(chunks, None)
+            if chunk is None:
+                break
+            facilities += len(chunk)
+            owners = name_owners(chunk, normalise)
+    patterns = int(np.count_nonzero(counts[1] <= MAX_FACILITIES_PER_NAME))
+    return kept, facilities, patterns
 
 
 # ---------------------------------------------------------------------------------- storing
@@ -314,16 +441,21 @@ def link_all(conn: psycopg.Connection[Any]) -> LinkReport:
         report.matters = len(matters)
         rules = rule_links(matters, normalise)
 
-        cur.execute(f"SELECT id, name, name_en FROM facilities WHERE {live(None)}")
-        facilities = cur.fetchall()
-        report.facilities = len(facilities)
-        matcher = NameMatcher(facilities, normalise)
-        report.patterns = matcher.patterns
-
         cur.execute("SELECT id, title, title_en, body FROM documents")
-        documents = cur.fetchall()
+        documents = normalised_documents(cur.fetchall(), normalise)
         report.documents = len(documents)
-        found = name_links(documents, matcher, normalise)
+        found: dict[tuple[str, str], tuple[float, str]] = {}
+        if documents:
+            owners, report.facilities, patterns = document_names(conn, documents, normalise)
+            matcher = NameMatcher((), normalise, owners=owners)
+            del owners
+            report.patterns = matcher.patterns if patterns is None else patterns
+            found = document_links(documents, matcher)
+        else:  # nothing to search: no name is, and the stale links all go
+            cur.execute(f"SELECT count(*) FROM facilities WHERE {live(None)}")
+            counted = cur.fetchone()
+            report.facilities = int(counted[0]) if counted else 0
+        del documents
 
         cur.execute(_STAGING)
         with cur.copy("COPY rule_staging (layer, matter_id, score, reason) FROM STDIN") as copy:

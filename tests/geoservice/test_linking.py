@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from geoservice.cli.main import app
 from geoservice.db.connection import connect
+from geoservice.disclosures import linking
 from geoservice.disclosures.linking import (
     NameMatcher,
     ScriptNormaliser,
@@ -221,3 +222,59 @@ def test_relinking_is_idempotent_and_reports_changes(
     result = runner.invoke(app, ["link"], env={"DATABASE_URL": fresh_db})
     assert result.exit_code == 0, result.output
     assert "name_match" in result.output and "nothing changed" in result.output
+
+
+def _stored_name_links(url: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT facility_id, document_id, score, matched FROM facility_document_links "
+            "WHERE method = 'name_match' ORDER BY 1, 2"
+        ).fetchall()
+
+
+def test_names_sifted_chunk_by_chunk_link_exactly_as_one_automaton(
+    fresh_db: str, sample_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load_sample(fresh_db, sample_dir)
+    whole = _stored_name_links(fresh_db)
+    with connect(fresh_db) as conn:
+        one = link_all(conn)
+        facilities = conn.execute("SELECT count(*) FROM facilities").fetchone()
+    assert facilities is not None and facilities["count"] > 7 and whole
+    # a shared name split over chunks is still shared (weaker score), too common still skipped
+    monkeypatch.setattr(linking, "NAMES_CHUNK", 7)
+    with connect(fresh_db) as conn:
+        conn.execute("DELETE FROM facility_document_links WHERE method = 'name_match'")
+        conn.commit()
+        chunked = link_all(conn)
+    assert _stored_name_links(fresh_db) == whole
+    assert chunked.name_matches.added == len(whole) == one.name_matches.total
+    assert (chunked.facilities, chunked.documents, chunked.patterns) == (
+        one.facilities,
+        one.documents,
+        one.patterns,
+    )
+
+
+def test_without_documents_no_facility_name_is_read(
+    fresh_db: str, sample_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load_sample(fresh_db, sample_dir)
+    with connect(fresh_db) as conn:
+        before = link_all(conn)
+    assert before.documents > 0 and before.patterns > 0 and _stored_name_links(fresh_db)
+    with psycopg.connect(fresh_db) as raw:
+        raw.execute("DELETE FROM documents")  # the last document goes (its links with it)
+
+    def no_names(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("facility names read with no document to search")
+
+    monkeypatch.setattr(linking, "name_owners", no_names)
+    with connect(fresh_db) as conn:
+        report = link_all(conn)
+        again = link_all(conn)
+    assert _stored_name_links(fresh_db) == []
+    assert (report.documents, report.patterns, report.name_matches.total) == (0, 0, 0)
+    assert report.facilities == before.facilities
+    assert report.rules == before.rules.__class__(0, 0, 0, before.rules.total)
+    assert not again.changed
