@@ -15,7 +15,6 @@ from geoservice.cli.common import migrated_database, settings
 from geoservice.cli.console import err, fail, progress, summary, table
 from geoservice.db.connection import connect, libpq_url
 from geoservice.disclosures.linking import link_all
-from geoservice.query.h3 import pending_count, sync_cells
 from ingest.mapping import Mapping, load_mapping
 from ingest.pipeline import IngestFailed, IngestOptions, record_failed, run_ingest
 from ingest.report import IngestError, IngestReport
@@ -217,6 +216,8 @@ def analyze_loaded(conn: psycopg.Connection[Any]) -> None:
 
 def _index_h3(url: str) -> None:
     """Bring the H3 cells of changed facilities up to date now, not on the first map request."""
+    # imported here: geoservice.query.h3 is also the HTTP route (FastAPI), which loading skips
+    from geoservice.query.h3 import pending_count, sync_cells
 
     async def run() -> None:
         conn = await psycopg.AsyncConnection.connect(
