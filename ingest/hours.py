@@ -16,13 +16,11 @@ from __future__ import annotations
 import argparse
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
 from enum import Enum, auto
 from pathlib import Path
 
-import holidays
 import opening_hours
 
 #: longer text is no opening hours; refused before any work
@@ -558,35 +556,6 @@ def normalise_hours(text: str) -> NormalisedHours:
     if not _valid(expression):  # by construction never; the guarantee is checked, not assumed
         return NormalisedHours(None, f"not valid OSM: {expression}")
     return NormalisedHours(expression, "; ".join(notes) or None)
-
-
-# --- public holidays -----------------------------------------------------------------------
-
-
-def china_public_holidays(years: Iterable[int]) -> set[date]:
-    """Days off in mainland China: the statutory holidays and the whole breaks around them.
-
-    `holidays` lists the holidays and the weekdays moved into a break (调休); the weekend days
-    inside a break (Saturday 5 October 2024) are added here, weekend days worked are not.
-    """
-    calendar = holidays.country_holidays("CN", years=set(years))
-    days = set(calendar.keys())
-    edge = set(days)
-    while edge:
-        edge = {day + timedelta(days=step) for day in edge for step in (-1, 1)}
-        edge = {d for d in edge if d.weekday() >= 5 and d not in calendar.weekend_workdays} - days
-        days |= edge
-    return days
-
-
-def china_adjusted_workdays(years: Iterable[int]) -> set[date]:
-    """Weekend days that are working days in mainland China (调休上班)."""
-    wanted = set(years)
-    return {
-        day
-        for day in holidays.country_holidays("CN", years=wanted).weekend_workdays
-        if day.year in wanted
-    }
 
 
 # --- the corpus ----------------------------------------------------------------------------

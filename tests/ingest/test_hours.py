@@ -22,8 +22,6 @@ from ingest.hours import (
     TRADITIONAL,
     WORDS,
     NormalisedHours,
-    china_adjusted_workdays,
-    china_public_holidays,
     corpus_share,
     main,
     normalise_hours,
@@ -31,7 +29,7 @@ from ingest.hours import (
 )
 from ingest.mapping import Mapping
 from ingest.transform import text_values
-from layers.hours import open_now
+from layers.hours import open_now, open_state, public_days_off, weekend_workdays
 from tests.conftest import settings_for
 from tests.ingest.conftest import Ingest
 from tests.ingest.util import rows
@@ -238,8 +236,8 @@ def test_traditional_table_agrees_with_opencc() -> None:
     } == {}
 
 
-def test_china_public_holidays_include_the_whole_golden_week_and_moved_days() -> None:
-    days = china_public_holidays([2024])
+def test_public_days_off_include_the_whole_golden_week_and_moved_days() -> None:
+    days = public_days_off([2024])
     # the 2024 breaks as the State Council announced them
     assert {date(2024, 10, d) for d in range(1, 8)} <= days  # with Saturday and Sunday 5-6
     assert {date(2024, 2, d) for d in range(10, 18)} <= days
@@ -248,8 +246,64 @@ def test_china_public_holidays_include_the_whole_golden_week_and_moved_days() ->
     assert date(2024, 2, 16) in days  # a day off moved from a Sunday (调休)
     assert date(2024, 9, 29) not in days and date(2024, 10, 12) not in days
     assert date(2024, 10, 8) not in days and date(2024, 10, 19) not in days
-    assert date(2024, 9, 29) in china_adjusted_workdays([2024])  # a Sunday worked
-    assert all(day.year == 2024 for day in china_adjusted_workdays([2024]))
+    assert date(2024, 9, 29) in weekend_workdays([2024])  # a Sunday worked
+    assert all(day.year == 2024 for day in weekend_workdays([2024]))
+
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def _at(day: date, hour: int) -> datetime:
+    return datetime(day.year, day.month, day.day, hour, tzinfo=SHANGHAI)
+
+
+@pytest.mark.parametrize(
+    ("expression", "day", "hour", "expected"),
+    [
+        # National Day 2024 is a Wednesday: closed on holidays, whatever the weekday says
+        ("Mo-Fr 08:30-12:00,14:00-18:00; PH off", date(2024, 10, 2), 10, False),
+        ("Mo-Fr 08:30-12:00,14:00-18:00; PH off", date(2024, 10, 9), 10, True),  # after the break
+        # Saturday 5 October is inside the break; Sunday 29 September is worked (调休上班)
+        ("Mo-Fr 09:00-17:00; Sa 09:00-12:00; PH off", date(2024, 10, 5), 10, False),
+        ("Mo-Fr 09:00-17:00; PH off", date(2024, 9, 29), 15, True),
+        ("Mo-Fr 09:00-17:00; PH off", date(2024, 9, 22), 15, False),  # an ordinary Sunday
+        # hours of their own on holidays, also in a list with weekdays
+        ("Mo-Fr 09:00-17:00; PH 10:00-12:00", date(2024, 10, 3), 11, True),
+        ("Mo-Fr 09:00-17:00; PH 10:00-12:00", date(2024, 10, 3), 15, False),
+        ("Mo-Fr 09:00-17:00; Sa,Su,PH 10:00-16:00", date(2024, 10, 1), 9, False),
+        ("Mo-Fr 09:00-17:00; Sa,Su,PH 10:00-16:00", date(2024, 10, 1), 11, True),
+        # Spring Festival 2024: a weekday moved into the break (16 February, a Friday)
+        ("Mo-Fr 09:00-17:00; PH off", date(2024, 2, 16), 10, False),
+        # a source that never says holidays is not closed on them
+        ("Mo-Fr 09:00-17:00", date(2024, 10, 2), 10, True),
+        ("24/7", date(2024, 10, 2), 3, True),
+    ],
+)
+def test_open_now_follows_chinas_public_holidays(
+    expression: str, day: date, hour: int, expected: bool
+) -> None:
+    assert open_now(expression, "Asia/Shanghai", _at(day, hour)) is expected
+
+
+def test_open_state_changes_at_midnight_when_a_holiday_begins() -> None:
+    # Monday 30 September 2024, 16:00: open, closing at 17:00, and the next day is a holiday
+    state, change = open_state(
+        "Mo-Fr 09:00-17:00; PH off", "Asia/Shanghai", _at(date(2024, 9, 30), 16)
+    )
+    assert state is True and change == _at(date(2024, 9, 30), 17)
+    # 18:00 the same day: closed; without the calendar the next opening would be 1 October
+    # 09:00, but that is National Day: the answer is only kept until midnight
+    state, change = open_state(
+        "Mo-Fr 09:00-17:00; PH off", "Asia/Shanghai", _at(date(2024, 9, 30), 18)
+    )
+    assert state is False and change == _at(date(2024, 10, 1), 0)
+    assert open_now("Mo-Fr 09:00-17:00; PH off", "Asia/Shanghai", change) is False
+    # a holiday from 09:00 to 17:00: the answer changes when the hours of the day say
+    state, change = open_state("PH 09:00-17:00", "Asia/Shanghai", _at(date(2024, 10, 2), 10))
+    assert state is True and change == _at(date(2024, 10, 2), 17)
+    # without PH nothing changes at midnight
+    state, change = open_state("Mo-Fr 09:00-17:00", "Asia/Shanghai", _at(date(2024, 9, 30), 18))
+    assert state is False and change == _at(date(2024, 10, 1), 9)
 
 
 def test_ingest_stores_the_normalised_expression_and_flags_only_the_unclear() -> None:
