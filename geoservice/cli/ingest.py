@@ -89,7 +89,8 @@ H3Opt = Annotated[
     bool,
     typer.Option(
         "--h3/--no-h3",
-        help="index changed facilities' H3 cells now (else the first /api/v1/h3 requests do)",
+        help="index changed facilities' H3 cells now (else the first /api/v1/h3 requests do;"
+        " a first load into empty H3 tables writes them as it loads either way)",
     ),
 ]
 
