@@ -7,7 +7,6 @@ from pydantic import ValidationError
 from geoservice.cli.console import fail
 from geoservice.db.cluster import ClusterError
 from geoservice.db.connection import DatabaseError, check_database, database_url
-from geoservice.db.migrate import current_revision, head_revision
 from geoservice.settings import Settings, load_settings
 
 
@@ -32,6 +31,8 @@ def database(start: bool = True) -> str:
 
 def migrated_database() -> str:
     """The database URL, failing with the fix when its schema is not at the latest version."""
+    from geoservice.db.migrate import current_revision, head_revision  # Alembic: only here
+
     url = database()
     if current_revision(url) != head_revision():
         fail("the database schema is not up to date: run `servicemap db migrate`")

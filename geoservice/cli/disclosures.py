@@ -13,11 +13,9 @@ import layers
 from geoservice.cli.common import migrated_database, settings
 from geoservice.cli.console import err, fail, summary
 from geoservice.db.connection import connect
-from geoservice.disclosures.linking import effective_link_counts, link_all
-from ingest.disclosures import CatalogueError, CatalogueInvalid, ingest_catalogue
 from layers.facility import live
-from web.qr import SheetItem, facility_url, sheet
 
+# linking, the catalogue loader and the QR sheets are imported by the commands that use them
 if TYPE_CHECKING:
     from geoservice.disclosures.linking import LinkReport
     from ingest.disclosures import LoadReport
@@ -25,6 +23,8 @@ if TYPE_CHECKING:
 
 def _demo_catalogue(conn: Any, catalogue: Path) -> None:
     """Load the sample catalogue and link it to the facilities just loaded."""
+    from geoservice.disclosures.linking import link_all
+    from ingest.disclosures import ingest_catalogue
 
     ingest_catalogue(conn, catalogue)
     link_all(conn)
@@ -81,6 +81,8 @@ def ingest_disclosures(
     ] = None,
 ) -> None:
     """Load the disclosure catalogue (matters, documents, manual links), then link."""
+    from geoservice.disclosures.linking import link_all
+    from ingest.disclosures import CatalogueError, CatalogueInvalid, ingest_catalogue
 
     url = migrated_database()
     with connect(url) as conn:
@@ -110,6 +112,7 @@ def ingest_disclosures(
 
 def link() -> None:
     """(Re)compute facility ↔ matter ↔ document links; report what was added and removed."""
+    from geoservice.disclosures.linking import effective_link_counts, link_all
 
     url = migrated_database()
     with connect(url) as conn:
@@ -132,6 +135,7 @@ def qr(
     ] = False,
 ) -> None:
     """Write a printable A4 SVG sheet per layer: each facility's QR code, its name under it."""
+    from web.qr import SheetItem, facility_url, sheet
 
     known = layers.all_layers()
     for key in layer:

@@ -12,13 +12,14 @@ import layers
 from geoservice.cli.common import migrated_database
 from geoservice.cli.console import fail, progress, summary
 from geoservice.db.connection import connect
-from geoservice.query.downloads import FORMATS, ExportError, count_rows, export_layer, format_of
+
+# geoservice.query.downloads (pyarrow, pyogrio, FastAPI) is imported by the command only
 
 
 def export(
     layer: Annotated[str, typer.Option("--layer", help="the layer to export")],
     out: Annotated[
-        Path, typer.Option("--out", help=f"the file to write: {', '.join(FORMATS.values())}")
+        Path, typer.Option("--out", help="the file to write; its extension names the format")
     ],
     source: Annotated[
         str | None,
@@ -30,6 +31,8 @@ def export(
     Streamed in batches (memory stays bounded whatever the layer's size); loading the file
     again with `servicemap ingest FILE --layer KEY --source SOURCE` changes nothing.
     """
+    from geoservice.query.downloads import ExportError, count_rows, export_layer, format_of
+
     if layer not in layers.all_layers():
         fail(f"--layer {layer!r} is not a layer; known layers: {', '.join(layers.all_layers())}")
     try:

@@ -19,15 +19,13 @@ from geoservice.cli import toilets as cli_toilets
 from geoservice.cli import web as cli_web
 from geoservice.cli.common import database, migrated_database, settings
 from geoservice.cli.console import err, fail, out, summary
-from geoservice.cli.workers import serve as run_workers
 from geoservice.db.cluster import Cluster
 from geoservice.db.connection import DatabaseError, connect, database_url, mask_url
-from geoservice.db.migrate import upgrade
 from geoservice.db.standbys import Standbys
 from geoservice.settings import PROJECT_ROOT
-from ingest.halls_sample import write_halls
-from ingest.pipeline import ingest_file
-from ingest.sample import write_sample, write_scaled
+
+# Heavy modules (the web app, uvicorn, Alembic, the samples) are imported inside the commands
+# that use them: `servicemap ingest` and every --help start without them.
 
 app = typer.Typer(
     name="servicemap",
@@ -81,6 +79,7 @@ def db_migrate(
     revision: Annotated[str, typer.Option(help="target revision")] = "head",
 ) -> None:
     """Bring the schema to the latest version (Alembic)."""
+    from geoservice.db.migrate import upgrade
 
     url = database()
     before, after = upgrade(url, revision)
@@ -101,6 +100,8 @@ def sample(
     ] = 42,
 ) -> None:
     """Write the synthetic Luohu sample: <layer>.geojson + disclosures.json, or --scale N files."""
+    from ingest.halls_sample import write_halls
+    from ingest.sample import write_sample, write_scaled
 
     bbox = settings().district.bbox
     started = time.monotonic()
@@ -128,6 +129,7 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="worker processes", min=1, max=64)] = None,
 ) -> None:
     """Serve the map and the API (uvicorn; with several workers, one socket each)."""
+    from geoservice.cli.workers import serve as run_workers
 
     s = settings()
     url = migrated_database()
@@ -150,6 +152,10 @@ def demo(
     no_serve: Annotated[bool, typer.Option("--no-serve", help="load only, do not serve")] = False,
 ) -> None:
     """db up + migrate + sample + ingest + link + serve: the whole district in one command."""
+    from geoservice.db.migrate import upgrade
+    from ingest.halls_sample import write_halls
+    from ingest.pipeline import ingest_file
+    from ingest.sample import write_sample
 
     url = database()
     upgrade(url)

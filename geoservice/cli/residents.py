@@ -11,11 +11,12 @@ import typer
 
 from geoservice.cli.common import migrated_database, settings
 from geoservice.cli.console import fail, summary
-from geoservice.residents.notify import NotifyBusy, run
 
 
 def notify() -> None:
     """Fan new events out to residents' feeds and mail each resident their new items, once."""
+    from geoservice.residents.notify import NotifyBusy, run  # the feeds' code: only here
+
     s = settings()
     url = migrated_database()
     try:

@@ -7,26 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from geoservice.cli.common import migrated_database, settings
 from geoservice.cli.console import err, fail, out, summary
 from geoservice.db.connection import connect
-from geoservice.toilets.admin import (
-    Conn,
-    ToiletAdminError,
-    add_device,
-    add_staff,
-    list_devices,
-    list_staff,
-    parse_duration,
-    prune_readings,
-    revoke_device,
-    revoke_staff,
-)
-from geoservice.toilets.simulator import run_simulation
+
+# geoservice.toilets (its token helpers come with the API) is imported by the commands only
+if TYPE_CHECKING:
+    from geoservice.toilets.admin import Conn
 
 #: steps `servicemap demo` runs after loading the sample facilities: (connection, catalogue path)
 DEMO_STEPS: list[Callable[[Any, Path], None]] = []
@@ -50,6 +41,8 @@ def devices_add(
     ] = 0,
 ) -> None:
     """Register a sensor for a toilet; prints its token once (only its hash is kept)."""
+    from geoservice.toilets.admin import ToiletAdminError, add_device
+
     with _connection() as conn:
         try:
             device_id, token = add_device(conn, facility, stalls)
@@ -62,6 +55,8 @@ def devices_add(
 @devices_app.command("list")
 def devices_list() -> None:
     """List devices (never their tokens)."""
+    from geoservice.toilets.admin import list_devices
+
     with _connection() as conn:
         rows = list_devices(conn)
     summary("devices", rows)
@@ -72,6 +67,8 @@ def devices_revoke(
     device_id: Annotated[int, typer.Argument(help="the device id (see devices list)")],
 ) -> None:
     """Revoke a device's token; it can post nothing more."""
+    from geoservice.toilets.admin import ToiletAdminError, revoke_device
+
     with _connection() as conn:
         try:
             revoke_device(conn, device_id)
@@ -85,6 +82,8 @@ def staff_add(
     name: Annotated[str, typer.Option(help="the staff member's name")],
 ) -> None:
     """Give a member of staff a token; prints it once (only its hash is kept)."""
+    from geoservice.toilets.admin import ToiletAdminError, add_staff
+
     with _connection() as conn:
         try:
             token = add_staff(conn, name)
@@ -97,6 +96,8 @@ def staff_add(
 @staff_app.command("list")
 def staff_list() -> None:
     """List staff (never their tokens)."""
+    from geoservice.toilets.admin import list_staff
+
     with _connection() as conn:
         rows = list_staff(conn)
     summary("staff", rows)
@@ -107,6 +108,8 @@ def staff_revoke(
     name: Annotated[str, typer.Argument(help="the staff member's name")],
 ) -> None:
     """Revoke a member of staff's token."""
+    from geoservice.toilets.admin import ToiletAdminError, revoke_staff
+
     with _connection() as conn:
         try:
             revoke_staff(conn, name)
@@ -122,6 +125,8 @@ def readings_prune(
     ] = "400d",
 ) -> None:
     """Drop old readings (whole monthly partitions where possible); create months ahead."""
+    from geoservice.toilets.admin import ToiletAdminError, parse_duration, prune_readings
+
     try:
         age = parse_duration(older_than)
     except ToiletAdminError as exc:
@@ -150,6 +155,7 @@ def simulate_sensors(
     seed: Annotated[int, typer.Option(help="random seed")] = 7,
 ) -> None:
     """Drive realistic occupancy from simulated sensors through the HTTP API (demo)."""
+    from geoservice.toilets.simulator import run_simulation
 
     service = settings().service
     target = url or f"http://{service.host}:{service.port}"

@@ -18,14 +18,16 @@ from geoservice.cli.common import migrated_database, settings
 from geoservice.cli.console import err, fail, summary
 from geoservice.db.connection import libpq_url
 from geoservice.settings import Settings
-from web.i18n import LANGUAGES
-from web.map import INSTALL_HINT, build_map, embedded_data, missing_assets
+
+# the web package (Folium, FastAPI) is imported by the command, not by every servicemap start
 
 #: steps `servicemap demo` runs after loading the sample facilities: (connection, catalogue path)
 DEMO_STEPS: list[Callable[[Any, Path], None]] = []
 
 
 async def _export(url: str, s: Settings, keys: list[str]) -> dict[str, Any]:
+    from web.map import embedded_data
+
     async with await psycopg.AsyncConnection.connect(
         libpq_url(url), row_factory=dict_row, autocommit=True
     ) as conn:
@@ -48,6 +50,9 @@ def map_file(
     Facilities (with live status, ratings and their newest disclosures) and every script
     and style are inside the file; only the base-map tiles come from the tile server.
     """
+    from web.i18n import LANGUAGES
+    from web.map import INSTALL_HINT, build_map, missing_assets
+
     s = settings()
     known = layers.all_layers()
     keys = list(dict.fromkeys(layer or known))

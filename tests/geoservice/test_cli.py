@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -104,3 +106,58 @@ def test_demo_loads_the_sample_and_reruns_idempotently(fresh_db: str) -> None:
     with psycopg.connect(fresh_db) as conn:
         again = conn.execute("SELECT count(*), max(updated_at) FROM facilities").fetchone()
     assert again == row
+
+
+#: runs the CLI in-process, then prints which of the web stack's modules it loaded
+_LOADED = """
+import json, sys
+from geoservice.cli.main import app
+try:
+    app(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+heavy = ("fastapi", "starlette", "uvicorn", "folium", "web")
+print(json.dumps({"code": code, "loaded": [m for m in heavy if m in sys.modules]}))
+"""
+
+
+def _loaded(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-c", _LOADED, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        timeout=300,
+    )
+    outcome: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return outcome
+
+
+def test_help_and_a_load_leave_the_web_stack_unloaded(fresh_db: str, tmp_path: Path) -> None:
+    # `servicemap ingest` pays in memory for every module the CLI imports: not the web's
+    assert _loaded("--help") == {"code": 0, "loaded": []}
+    assert _loaded("ingest", "--help") == {"code": 0, "loaded": []}
+    toilets = tmp_path / "toilets.geojson"
+    toilets.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {"name": f"翠竹公厕{i}"},
+                        "geometry": {"type": "Point", "coordinates": [114.12 + i / 1000, 22.55]},
+                    }
+                    for i in range(5)
+                ],
+            }
+        ),  # fmt: skip
+        encoding="utf-8",
+    )
+    loaded = _loaded(
+        "ingest", str(toilets), "--layer", "toilet", "--source", "t",
+        env={"DATABASE_URL": fresh_db},
+    )  # fmt: skip
+    # FastAPI still comes with the H3 step: sync_cells lives beside its HTTP route (query.h3)
+    assert loaded["code"] == 0
+    assert not {"uvicorn", "folium", "web"} & set(loaded["loaded"]), loaded
