@@ -165,13 +165,15 @@ def create_app(settings: Settings) -> FastAPI:
     # cannot import geoservice.residents: the app hands the session check over)
     app.state.resident_of = residents_linking.resident_id_of
     register_error_handlers(app)
-    # sensors first: routes are tried in order (each miss costs FastAPI's router ~7 µs), and
-    # sensor posts are by far the most frequent requests; no two routers share a path
-    for module in (sensors, meta, nearest, h3, facilities, disclosures, ratings, staff, ogc, tiles):
+    # sensors first, then residents: routes are tried in order (each miss costs FastAPI's router
+    # ~7 µs), sensor posts are by far the most frequent requests and residents' feeds poll; no
+    # two routers share a path
+    app.include_router(sensors.router)
+    app.include_router(residents.router)
+    for module in (meta, nearest, h3, facilities, disclosures, ratings, staff, ogc, tiles):
         app.include_router(module.router)
     app.include_router(downloads.router)
     app.include_router(halls.router)
-    app.include_router(residents.router)
     for page in (pages, staff_page, web_routes, web_downloads, web_me):
         app.include_router(page.router)
     app.include_router(web_halls.router)
