@@ -308,16 +308,25 @@ def _chunks(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
 def _count_patterns(
     counts: tuple[np.ndarray, np.ndarray], owners: Owners
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fold a chunk's patterns into (sorted pattern hashes, facilities naming each, capped)."""
+    """Fold a chunk's patterns into (sorted pattern hashes, facilities naming each, capped).
+
+    Merged in place by binary search: memory about twice the running arrays (9 bytes a name).
+    """
+    cap = MAX_FACILITIES_PER_NAME + 1
     hashes = np.fromiter((hash(p) for p in owners), dtype=np.int64, count=len(owners))
     named = np.fromiter(
-        (min(len(by), MAX_FACILITIES_PER_NAME + 1) for by in owners.values()),
-        dtype=np.int64,
-        count=len(owners),
+        (min(len(by), cap) for by in owners.values()), dtype=np.uint8, count=len(owners)
     )
-    merged, inverse = np.unique(np.concatenate((counts[0], hashes)), return_inverse=True)
-    totals = np.bincount(inverse, weights=np.concatenate((counts[1], named)))
-    return merged, np.minimum(totals, MAX_FACILITIES_PER_NAME + 1).astype(np.int64)
+    order = np.argsort(hashes)
+    hashes, named = hashes[order], named[order]
+    known, seen = counts
+    at = np.searchsorted(known, hashes)
+    found = at < len(known)
+    found[found] = known[at[found]] == hashes[found]
+    seen = seen.copy()
+    seen[at[found]] = np.minimum(seen[at[found]].astype(np.int64) + named[found], cap)
+    fresh = ~found
+    return np.insert(known, at[fresh], hashes[fresh]), np.insert(seen, at[fresh], named[fresh])
 
 
 def document_names(
@@ -343,7 +352,7 @@ def document_names(
         del first
         texts = [text for _id, parts in documents for text, _full, _short in parts]
         kept: Owners = {}
-        counts = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
+        counts = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.uint8))
         while True:
             counts = _count_patterns(counts, owners)
             for pattern in names_in_texts(owners, texts):
