@@ -6,9 +6,11 @@ Three ways a facility is linked, strongest first:
   matter; ``exclude: true`` removes a pair the other two would make. Resolved at query time
   by the ``facility_matter_links`` view, so they apply to facilities loaded later too.
 - ``name_match``: a document's title or body names the facility, full or short name, in
-  Simplified or Traditional script. One Aho-Corasick automaton over every facility name scans
+  Simplified or Traditional script. One Aho-Corasick automaton over the facility names scans
   each document once (leftmost-longest, so "翠竹公园公厕" never also counts as "翠竹公厕").
-  The document's matters become the facility's too.
+  The document's matters become the facility's too. Facilities are streamed; past
+  ``NAMES_CHUNK`` of them, only names some document contains go into that automaton (found a
+  chunk at a time), and with no document no name is read at all: memory stays bounded.
 - ``rule``: each layer declares the domains it serves and the words that mark a matter it
   handles (``Layer.disclosure_domains``, ``Layer.matter_keywords``); rules are layer-wide and
   stored once per (layer, matter).
