@@ -86,7 +86,7 @@ def load_scaled(url: str, rows: int) -> None:
 
 def sync_h3(url: str) -> None:
     """Compute every queued facility's H3 cells (what the first /api/v1/h3 would start)."""
-    from geoservice.query.h3 import sync_cells
+    from geoservice.query.h3sync import sync_cells
 
     async def run() -> None:
         async with await psycopg.AsyncConnection.connect(

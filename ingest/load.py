@@ -7,8 +7,8 @@ facilities each chunk is COPYed into the (temporary) staging table, and once the
 staged one INSERT … ON CONFLICT writes what changed, skipping unchanged rows by their content
 hash. The first load of a source COPYs straight into the table instead; a large first load into
 an empty table builds the secondary indexes once afterwards (`begin_bulk`, `end_bulk`).
-A bulk load also writes its facilities' H3 cells (facility_h3) and counts (h3_counts) as it
-goes, instead of leaving a million facilities queued for geoservice.query.h3.sync_cells.
+A bulk load also counts its facilities' H3 cells (h3_counts) as it goes, instead of leaving a
+million facilities queued for geoservice.query.h3sync.sync_cells.
 ``finish`` then marks what a full load no longer lists as removed.
 """
 
@@ -129,31 +129,12 @@ ORDER BY c.conname
 #: the statement-level trigger (migration 0003) that queues inserted facilities for H3
 _H3_INSERT_TRIGGER = "facilities_h3_insert"
 
-# Nothing queued, no cells and no counts stored: the H3 tables are empty (as they are whenever
-# facilities is and every change has been synced), so a bulk load can fill them itself.
+# Nothing queued and no counts stored: the H3 tables are empty (as they are whenever
+# facilities is and every change has been synced), so a bulk load can count itself.
 _H3_STATE = """
 SELECT (SELECT tgenabled FROM pg_trigger
         WHERE tgrelid = 'facilities'::regclass AND tgname = %(trigger)s) AS enabled,
-       NOT EXISTS (SELECT 1 FROM h3_pending) AND NOT EXISTS (SELECT 1 FROM facility_h3)
-       AND NOT EXISTS (SELECT 1 FROM h3_counts) AS empty
-"""
-
-#: a bulk load's per-batch cell counts, summed into h3_counts once at the end
-_H3_COUNTS_STAGING = """
-CREATE TEMP TABLE IF NOT EXISTS h3_counts_staging (
-    resolution smallint NOT NULL, layer text NOT NULL, cell bigint NOT NULL, count integer NOT NULL
-) ON COMMIT DROP
-"""
-
-# one set-based statement into the empty table (its primary key set aside, built afterwards)
-_H3_COUNTS_FILL = """
-INSERT INTO h3_counts (resolution, layer, cell, count)
-SELECT resolution, layer, cell, sum(count) FROM h3_counts_staging GROUP BY resolution, layer, cell
-"""
-
-_H3_COUNTS_KEY = """
-SELECT conname AS name, pg_get_constraintdef(oid) AS definition
-FROM pg_constraint WHERE conrelid = 'h3_counts'::regclass AND contype = 'p'
+       NOT EXISTS (SELECT 1 FROM h3_pending) AND NOT EXISTS (SELECT 1 FROM h3_counts) AS empty
 """
 
 _SECONDARY_INDEXES = """
@@ -313,11 +294,11 @@ def stage(cur: psycopg.Cursor[Any], records: pd.DataFrame) -> int:
     return send(cur, staging_batch(records)).staged
 
 
-def new_batch(records: pd.DataFrame, source: str, *, index_h3: bool = False) -> Batch:
+def new_batch(records: pd.DataFrame, source: str, *, tally: h3cells.Tally | None = None) -> Batch:
     """Records of a source that has no facilities yet, to COPY straight into the table.
 
-    `index_h3`: their H3 cells go into facility_h3 and their counts into the bulk load's
-    h3_counts_staging too (a bulk load, the H3 queue's trigger off: `BulkLoad.index_h3`).
+    `tally`: their H3 counts are added to it (a bulk load, the H3 queue's trigger off:
+    `BulkLoad.tally`, written by `end_bulk`). Batches are built one at a time, in order.
     """
     batch = Batch(rows=len(records), inserts=True)
     if records.empty:
@@ -330,76 +311,20 @@ def new_batch(records: pd.DataFrame, source: str, *, index_h3: bool = False) -> 
     table = table.append_column(
         "source", pa.DictionaryArray.from_arrays(np.zeros(n, dtype=np.int8), [source])
     )
-    ewkb = point_ewkb(records["lon"].to_numpy(np.float64), records["lat"].to_numpy(np.float64))
-    table = table.append_column("geom", pa.array(ewkb, pa.binary(50)).cast(pa.string()))
+    lon, lat = records["lon"].to_numpy(np.float64), records["lat"].to_numpy(np.float64)
+    ewkb = pa.array(point_ewkb(lon, lat), pa.binary(50)).cast(pa.string())
+    table = table.append_column("geom", ewkb)
     # in id order the primary key's and the H3 queue's B-tree inserts stay local (measured on a
     # million rows: half the database time of COPYing them in the file's order)
     order = pc.sort_indices(table["id"])
     table = table.take(order).select(list(facility.LOADED_COLUMNS))
     batch.add("facilities", table)
-    if index_h3:
-        taken = order.to_numpy()
-        lat, lon = (records[c].to_numpy(np.float64)[taken] for c in ("lat", "lon"))
-        _add_h3(batch, table, lat, lon)
+    if tally is not None:
+        # counted where live, as geoservice.query.h3sync would count them once queued
+        live = (records["status"] != "removed").to_numpy(dtype=np.int32, na_value=1)
+        layers = records["layer"].to_numpy(dtype=object)
+        tally.add(h3cells.cell_counts(h3cells.counted_cells(lat, lon), layers, live))
     return batch
-
-
-def _add_h3(batch: Batch, table: pa.Table, lat: np.ndarray, lon: np.ndarray) -> None:
-    """Add the facilities' facility_h3 rows and their (resolution, layer, cell) counts.
-
-    What geoservice.query.h3.sync_cells would write for the same facilities once queued:
-    every resolution's cell by h3 itself, counted where the facility is live. `lat`/`lon`
-    are in the table's row order.
-    """
-    cells = h3cells.all_cells(lat, lon)
-    live = pc.not_equal(table["status"], "removed").fill_null(True).to_numpy()
-    layers = table["layer"].to_numpy()
-    batch.add("facility_h3", h3_rows(table["id"], layers, live, cells))
-    batch.add("h3_counts_staging", cell_counts(cells, layers, live.astype(np.int32)))
-
-
-def h3_rows(ids: Any, layers: np.ndarray, live: np.ndarray, cells: np.ndarray) -> pa.Table:
-    """facility_h3 rows (facility_id, layer, live, cells) of facilities' cells (n × 16)."""
-    # '{c0,c1,…,c15}': the bigint[] literal COPY reads, built column-wise by Arrow
-    texts = [pc.cast(pa.array(cells[:, r]), pa.string()) for r in range(cells.shape[1])]
-    literal = pc.binary_join_element_wise("{", pc.binary_join_element_wise(*texts, ","), "}", "")
-    return pa.table({
-        "facility_id": pa.array(ids, pa.string()) if not isinstance(ids, pa.ChunkedArray) else ids,
-        "layer": pa.array(layers, pa.string()),
-        "live": pa.array(live, pa.bool_()),
-        "cells": literal,
-    })  # fmt: skip
-
-
-def cell_counts(cells: np.ndarray, layers: np.ndarray, weights: np.ndarray) -> pa.Table:
-    """The sum of `weights` per (resolution, layer, cell) of facilities' cells (n × 16).
-
-    h3_counts rows (or changes to them: a facility that left a cell weighs -1); sums of 0
-    are left out.
-    """
-    keep = weights != 0
-    codes, names = pd.factorize(pd.Series(np.asarray(layers, dtype=object)[keep]))
-    cells, weights = cells[keep], weights[keep]
-    n, resolutions = cells.shape
-    resolution = np.repeat(np.arange(resolutions, dtype=np.int16)[None, :], n, axis=0).ravel()
-    layer = np.repeat(codes[:, None], resolutions, axis=1).ravel()
-    cell = cells.ravel()
-    weight = np.repeat(weights.astype(np.int64)[:, None], resolutions, axis=1).ravel()
-    order = np.lexsort((cell, layer, resolution))
-    resolution, layer, cell, weight = resolution[order], layer[order], cell[order], weight[order]
-    starts = np.flatnonzero(
-        np.r_[True, (cell[1:] != cell[:-1]) | (layer[1:] != layer[:-1])
-              | (resolution[1:] != resolution[:-1])]
-    )  # fmt: skip
-    sums = np.add.reduceat(weight, starts) if len(starts) else weight[:0]
-    nonzero = sums != 0
-    starts = starts[nonzero]
-    return pa.table({
-        "resolution": resolution[starts],
-        "layer": pa.array(np.asarray(names, dtype=object)[layer[starts]], pa.string()),
-        "cell": cell[starts],
-        "count": sums[nonzero].astype(np.int32),
-    })  # fmt: skip
 
 
 def csv_payload(table: pa.Table) -> pa.Buffer:
@@ -445,10 +370,14 @@ class BulkLoad:
     constraints: list[tuple[str, str]] = field(default_factory=list)
     #: definitions (pg_get_indexdef) of the dropped secondary indexes
     indexes: list[str] = field(default_factory=list)
-    #: the H3 insert trigger is off: `new_batch(index_h3=True)` writes the cells itself
-    index_h3: bool = False
-    #: (name, pg_get_constraintdef) of h3_counts' dropped primary key
-    h3_counts_key: tuple[str, str] | None = None
+    #: the H3 insert trigger is off: the batches count their cells here (`new_batch`), and
+    #: `end_bulk` writes the counts
+    tally: h3cells.Tally | None = None
+
+    @property
+    def index_h3(self) -> bool:
+        """Whether the load counts its facilities' H3 cells itself."""
+        return self.tally is not None
 
 
 def begin_bulk(cur: psycopg.Cursor[Any], expected_rows: int | None) -> BulkLoad | None:
@@ -508,15 +437,14 @@ def _set_aside(cur: psycopg.Cursor[Any]) -> BulkLoad | None:
 
 
 def _set_h3_aside(cur: psycopg.Cursor[Any], bulk: BulkLoad) -> None:
-    """With the H3 tables empty, the load writes its cells and counts itself (`index_h3`).
+    """With the H3 tables empty, the load counts its cells itself (`BulkLoad.tally`).
 
     The insert trigger would queue every new row in h3_pending, and sync_cells read them
-    back afterwards to compute their cells (measured: 23 s for 200,000 rows after the load).
-    With nothing queued, no cells and no counts stored (as whenever facilities is empty and
-    every change has been synced) and facilities locked, nothing else writes them meanwhile:
-    the batches write facility_h3 and stage their counts, summed into h3_counts at the end,
-    whose primary key is built once then, like facilities' indexes. Otherwise the trigger
-    stays and the queue merges with what was queued.
+    back afterwards to count their cells (measured: 23 s for 200,000 rows after the load).
+    With nothing queued and no counts stored (as whenever facilities is empty and every change
+    has been synced) and facilities locked, nothing else writes them meanwhile: the batches
+    count their cells as they are built, and the counts are written once at the end. Otherwise
+    the trigger stays and the queue merges with what was queued.
     """
     cur.execute(_H3_STATE, {"trigger": _H3_INSERT_TRIGGER})
     state = _one(cur)
@@ -529,17 +457,7 @@ def _set_h3_aside(cur: psycopg.Cursor[Any], bulk: BulkLoad) -> None:
             sql.Identifier(_H3_INSERT_TRIGGER)
         )
     )
-    cur.execute(_H3_COUNTS_KEY)
-    key = _dict(cur.fetchone() or {})
-    if key:
-        cur.execute(
-            sql.SQL("ALTER TABLE h3_counts DROP CONSTRAINT {}").format(
-                sql.Identifier(str(key["name"]))
-            )
-        )
-        bulk.h3_counts_key = (str(key["name"]), str(key["definition"]))
-    cur.execute(_H3_COUNTS_STAGING)
-    bulk.index_h3 = True
+    bulk.tally = h3cells.Tally()
 
 
 def end_bulk(cur: psycopg.Cursor[Any], bulk: BulkLoad | None) -> None:
@@ -558,15 +476,11 @@ def end_bulk(cur: psycopg.Cursor[Any], bulk: BulkLoad | None) -> None:
         )
     for definition in bulk.indexes:
         cur.execute(sql.SQL(definition))
-    if bulk.index_h3:
-        cur.execute(_H3_COUNTS_FILL)
-        if bulk.h3_counts_key is not None:
-            name, definition = bulk.h3_counts_key
-            cur.execute(
-                sql.SQL("ALTER TABLE h3_counts ADD CONSTRAINT {} {}").format(
-                    sql.Identifier(name), sql.SQL(definition)
-                )
-            )
+    if bulk.tally is not None:
+        if bulk.tally.counts is not None:
+            counts = Batch()
+            counts.add("h3_counts", bulk.tally.counts)
+            send(cur, counts)
         cur.execute(
             sql.SQL("ALTER TABLE facilities ENABLE TRIGGER {}").format(
                 sql.Identifier(_H3_INSERT_TRIGGER)

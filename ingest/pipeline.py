@@ -185,7 +185,7 @@ def _run(
         fresh = load.begin(cur, source_name)
         # only a first load may be a bulk load (load.begin_bulk says when)
         bulk = load.begin_bulk(cur, source.total) if fresh else None
-        index_h3 = bulk is not None and bulk.index_h3
+        tally = bulk.tally if bulk is not None else None
         writer = _Writer(cur)
         seen = _SeenIds()
         try:
@@ -198,7 +198,7 @@ def _run(
                 failed = failed or chunk_failed or duplicated
                 if not failed or options.skip_invalid:
                     if fresh:
-                        writer.put(load.new_batch, records, source_name, index_h3=index_h3)
+                        writer.put(load.new_batch, records, source_name, tally=tally)
                     else:
                         # --full must not mark listed but rejected rows removed
                         listed = [sid for sid, _ in rejected] if options.full else []

@@ -205,8 +205,8 @@ def _derive(url: str, *, index_h3: bool, link: bool) -> None:
         analyze_loaded(conn)
 
 
-#: tables whose statistics a load changes (facilities; the H3 cells and counts derived from them)
-_ANALYZE = "ANALYZE facilities, facility_h3, h3_counts"
+#: tables whose statistics a load changes (facilities; the H3 counts derived from them)
+_ANALYZE = "ANALYZE facilities, h3_counts"
 
 
 def analyze_loaded(conn: psycopg.Connection[Any]) -> None:
@@ -216,9 +216,8 @@ def analyze_loaded(conn: psycopg.Connection[Any]) -> None:
 
 
 def _index_h3(url: str) -> None:
-    """Bring the H3 cells of changed facilities up to date now, not on the first map request."""
-    # imported here: geoservice.query.h3 is also the HTTP route (FastAPI), which loading skips
-    from geoservice.query.h3 import pending_count, sync_cells
+    """Count the H3 cells of changed facilities now, not on the first map request."""
+    from geoservice.query.h3sync import pending_count, sync_cells
 
     async def run() -> None:
         conn = await psycopg.AsyncConnection.connect(
@@ -227,7 +226,7 @@ def _index_h3(url: str) -> None:
         async with conn:
             total = await pending_count(conn)
             with progress() as bar:
-                task = bar.add_task("indexing H3 cells", total=total)
+                task = bar.add_task("counting H3 cells", total=total)
                 while (left := await sync_cells(conn)) > 0:
                     bar.update(task, completed=total - left)
 

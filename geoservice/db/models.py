@@ -39,7 +39,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
 
@@ -68,7 +68,7 @@ facilities = Table(
     Column("attributes", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("geom", Geometry("POINT", srid=4326, spatial_index=False), nullable=False),
     Column("footprint", Geometry("GEOMETRY", srid=4326, spatial_index=False)),
-    # H3 cell at resolution 15 as a bigint (every resolution's cell: facility_h3)
+    # H3 cell at resolution 15 as a bigint (the counted resolutions: h3_counts)
     Column("h3_15", BigInteger, nullable=False),
     # hash of the stored fields: an unchanged row is never rewritten
     Column("content_hash", Text, nullable=False),
@@ -122,11 +122,12 @@ ingest_runs = Table(
     Column("report", JSONB),
 )
 
-# --- H3 cells and counts per cell (migration 0003) -------------------------------------------
-# H3 cells do not nest exactly, so each facility's cell at every resolution is computed by h3
-# itself (geoservice.query.h3.sync_cells) and the counts per (resolution, layer, cell) are kept
-# in h3_counts. Statement-level triggers on facilities (in the migration) queue every facility
-# whose geometry, layer or removed-ness changed in h3_pending.
+# --- H3 counts per cell (migrations 0003, 0012) ----------------------------------------------
+# H3 cells do not nest exactly, so each facility's cell at every counted resolution (0-10) is
+# computed by h3 itself (geoservice.query.h3sync.sync_cells) and the counts per (resolution,
+# layer, cell) are kept in h3_counts. Statement-level triggers on facilities (in the migrations)
+# queue every facility whose geometry, layer or removed-ness changed in h3_pending, with what
+# the counts count for it.
 
 h3_pending_seq = Sequence("h3_pending_seq", metadata=metadata)
 
@@ -141,18 +142,9 @@ h3_pending = Table(
         nullable=False,
         server_default=text("nextval('h3_pending_seq')"),
     ),
-)
-
-# what h3_counts currently counts for each facility
-facility_h3 = Table(
-    "facility_h3",
-    metadata,
-    Column("facility_id", Text, primary_key=True),
-    Column("layer", Text, nullable=False),
-    # not removed: only live facilities are counted
-    Column("live", Boolean, nullable=False),
-    # cells[r + 1] = the cell at resolution r (0-15)
-    Column("cells", ARRAY(BigInteger), nullable=False),
+    # its layer and position when last counted (NULL: not counted, being new or removed)
+    Column("old_layer", Text),
+    Column("old_geom", Geometry("POINT", srid=4326, spatial_index=False)),
 )
 
 h3_counts = Table(

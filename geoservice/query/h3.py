@@ -1,10 +1,13 @@
 """Facilities bucketed into H3 cells at any resolution 0-15, returned as hexagon polygons.
 
 H3 cells do not nest exactly, so a coarse cell cannot be derived from a facility's
-resolution-15 cell (it differs from ``latlng_to_cell`` for ~6 % of points). Instead each
-facility's 16 cells are computed by h3 itself when it changes (``sync_cells``: a trigger
-queues changed facilities in ``h3_pending``) and counts per (resolution, layer, cell) are kept
-in ``h3_counts``; a request reads the counts of the cells overlapping its bbox, never geometry.
+resolution-15 cell (it differs from ``latlng_to_cell`` for ~6 % of points). Counts per
+(resolution, layer, cell) of the coarse resolutions 0-10 are kept in ``h3_counts``
+(geoservice.query.h3sync: a trigger queues changed facilities), and a count request there
+reads the counts of the cells overlapping its bbox, never geometry. Finer resolutions, and the
+metrics, are bucketed from the facilities themselves: those in the bbox widened by the size
+of a cell (a superset of the cells' facilities), each one's cell computed by h3 and kept when
+it is one of the requested cells. The hexagon limit keeps the box small at fine resolutions.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from typing import Annotated, Any, Literal
 import h3 as h3lib
 import numpy as np
 import psycopg
-import pyarrow as pa
 from fastapi import APIRouter, Query, Response
 from psycopg import sql
 
@@ -28,21 +30,23 @@ from geoservice.api.features import (
     feature_collection_responses,
     json_response,
 )
+from geoservice.query.h3sync import sync_cells
 from geoservice.toilets import live
 from ingest import h3cells
-from ingest.load import cell_counts, csv_payload, h3_rows
+from layers import facility
 
 router = APIRouter(tags=["h3"])
 
 #: most hexagons a request may cover (estimated from the bbox area and the cell size)
 MAX_HEXAGONS = 50_000
-RESOLUTIONS = h3cells.RESOLUTIONS
+RESOLUTIONS = range(16)
 METRICS = ("count", "avg_rating", "free_stalls")
 Metric = Literal["count", "avg_rating", "free_stalls"]
-#: most queued facilities one sync handles (~1 s of h3 work); a request syncs one batch
-SYNC_BATCH = 50_000
-#: advisory lock key serialising syncs (any constant; "h3" in ASCII)
-_SYNC_LOCK = 0x6833
+#: the meridian's least radius of curvature, a(1 - e²): a distance over it bounds the angle
+_MERIDIAN_MIN_M = 6_335_439.327
+#: a bound of any cell's circumradius as a multiple of the resolution's average hexagon edge
+#: (H3's cells vary in size by a factor under 2 over the globe; pentagons are smaller)
+_CIRCUMRADIUS_FACTOR = 4.0
 
 _COUNTS = """
 SELECT cell, sum(count)::bigint AS count
@@ -51,119 +55,21 @@ WHERE resolution = %(resolution)s AND layer = ANY(%(layers)s) AND cell = ANY(%(c
 GROUP BY cell
 """
 
+# the live facilities of the layers in a box (a superset of those in the requested cells)
+_IN_BOX = f"""
+SELECT f.id, ST_Y(f.geom) AS lat, ST_X(f.geom) AS lon
+FROM facilities f
+WHERE {facility.live("f")} AND f.layer = ANY(%(layers)s)
+  AND f.geom && ST_MakeEnvelope(%(min_lon)s, %(min_lat)s, %(max_lon)s, %(max_lat)s, 4326)
+"""
+
+# a metric per cell of facilities whose cells were computed from the rows _IN_BOX read
 _METRIC = """
-SELECT h.cells[%(index)s] AS cell, count(*) AS count, {aggregate} AS value
-FROM facility_h3 h JOIN facilities f ON f.id = h.facility_id {joins}
-WHERE h.live AND h.layer = ANY(%(layers)s) AND h.cells[%(index)s] = ANY(%(cells)s::bigint[])
+SELECT c.cell, count(*) AS count, {aggregate} AS value
+FROM unnest(%(ids)s::text[], %(cells)s::bigint[]) AS c(id, cell)
+JOIN facilities f ON f.id = c.id {joins}
 GROUP BY 1
 """
-
-_PENDING = """
-SELECT p.facility_id, p.changed, f.layer, f.status, ST_Y(f.geom) AS lat, ST_X(f.geom) AS lon,
-       h.layer AS old_layer, h.live AS old_live, h.cells AS old_cells
-FROM (SELECT facility_id, changed FROM h3_pending ORDER BY changed LIMIT %s) p
-LEFT JOIN facilities f ON f.id = p.facility_id
-LEFT JOIN facility_h3 h ON h.facility_id = p.facility_id
-"""
-
-# a sync's count changes, COPYed (a quarter of a million values went through unnest arrays
-# slowly), then added; only the cells they touch can have fallen to 0
-_DELTAS = """
-CREATE TEMP TABLE IF NOT EXISTS h3_count_deltas (
-    resolution smallint NOT NULL, layer text NOT NULL, cell bigint NOT NULL, count integer NOT NULL
-) ON COMMIT DROP
-"""
-
-_APPLY_COUNTS = """
-INSERT INTO h3_counts AS c (resolution, layer, cell, count)
-SELECT resolution, layer, cell, count FROM h3_count_deltas
-ON CONFLICT (resolution, layer, cell) DO UPDATE SET count = c.count + EXCLUDED.count
-"""
-
-_DROP_EMPTY = """
-DELETE FROM h3_counts c USING h3_count_deltas d
-WHERE c.resolution = d.resolution AND c.layer = d.layer AND c.cell = d.cell AND c.count <= 0
-"""
-
-
-def facility_cells(lat: float, lon: float) -> list[int]:
-    """The facility's cell at every resolution 0-15 (index = resolution), as h3 computes it."""
-    return [int(c) for c in h3cells.all_cells(np.array([lat]), np.array([lon]))[0]]
-
-
-def _plan(rows: list[dict[str, Any]]) -> tuple[pa.Table, pa.Table]:
-    """(facility_h3 rows to write, h3_counts changes) for queued facilities, column-wise."""
-    current = [row for row in rows if row["layer"] is not None]  # else deleted since queued
-    lat = np.array([row["lat"] for row in current], dtype=np.float64)
-    lon = np.array([row["lon"] for row in current], dtype=np.float64)
-    cells = h3cells.all_cells(lat, lon)
-    layers = np.array([row["layer"] for row in current], dtype=object)
-    is_live = np.array([row["status"] != "removed" for row in current], dtype=bool)
-    upserts = h3_rows([row["facility_id"] for row in current], layers, is_live, cells)
-    # what the facilities counted for before (-1 each) and count for now (+1 each)
-    old = [row for row in rows if row["old_cells"] is not None and row["old_live"]]
-    old_cells = np.array([row["old_cells"] for row in old], dtype=np.int64).reshape(
-        len(old), len(RESOLUTIONS)
-    )
-    deltas = cell_counts(
-        np.concatenate([old_cells, cells]),
-        np.concatenate([np.array([row["old_layer"] for row in old], dtype=object), layers]),
-        np.concatenate([np.full(len(old), -1, dtype=np.int32), is_live.astype(np.int32)]),
-    )
-    return upserts, deltas
-
-
-async def pending_count(conn: psycopg.AsyncConnection[dict[str, Any]]) -> int:
-    """How many changed facilities wait for their H3 cells."""
-    cursor = await conn.execute("SELECT count(*) AS n FROM h3_pending")
-    row = await cursor.fetchone()
-    return int(row["n"]) if row else 0
-
-
-async def sync_cells(conn: psycopg.AsyncConnection[dict[str, Any]], batch: int = SYNC_BATCH) -> int:
-    """Bring ``facility_h3``/``h3_counts`` up to date for one batch of queued facilities.
-
-    Returns how many facilities are still queued. Loaders may call it after a large load;
-    the H3 endpoint syncs one batch per request.
-    """
-    cursor = await conn.execute("SELECT EXISTS (SELECT 1 FROM h3_pending) AS pending")
-    found = await cursor.fetchone()
-    if found is None or not found["pending"]:
-        return 0
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SYNC_LOCK,))
-        cursor = await conn.execute(_PENDING, (batch,))
-        rows = await cursor.fetchall()
-        # h3 work off the event loop: other requests keep being served meanwhile
-        upserts, deltas = await asyncio.to_thread(_plan, rows)
-        ids = [row["facility_id"] for row in rows]
-        await conn.execute("DELETE FROM facility_h3 WHERE facility_id = ANY(%s)", (ids,))
-        if upserts.num_rows:
-            await _copy(conn, "facility_h3", upserts)
-        if deltas.num_rows:
-            await conn.execute(_DELTAS)
-            await _copy(conn, "h3_count_deltas", deltas)
-            await conn.execute(_APPLY_COUNTS)
-            await conn.execute(_DROP_EMPTY)
-            await conn.execute("DROP TABLE h3_count_deltas")
-        # a facility changed again since it was read keeps its newer queue entry
-        await conn.execute(
-            "DELETE FROM h3_pending p USING unnest(%s::text[], %s::bigint[]) AS d(id, changed) "
-            "WHERE p.facility_id = d.id AND p.changed = d.changed",
-            (ids, [row["changed"] for row in rows]),
-        )
-        cursor = await conn.execute("SELECT count(*) AS n FROM h3_pending")
-        left = await cursor.fetchone()
-    return int(left["n"]) if left else 0
-
-
-async def _copy(conn: psycopg.AsyncConnection[dict[str, Any]], table: str, rows: pa.Table) -> None:
-    """COPY an Arrow table's rows into `table` (its columns by name)."""
-    query = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in rows.column_names)
-    )
-    async with conn.cursor() as cur, cur.copy(query) as copy:
-        await copy.write(memoryview(csv_payload(rows)))
 
 
 def bbox_area_km2(bbox: tuple[float, float, float, float]) -> float:
@@ -224,6 +130,25 @@ def cells_over(bbox: tuple[float, float, float, float], resolution: int) -> list
     return sorted(h3lib.str_to_int(c) for c in cells)
 
 
+def widened(bbox: tuple[float, float, float, float], resolution: int) -> tuple[float, ...]:
+    """The bbox widened by a bound of any cell's circumradius at `resolution`: it holds every
+    point of every cell overlapping the bbox (the whole globe's width near a pole or across
+    the antimeridian)."""
+    min_lon, min_lat, max_lon, max_lat = bbox
+    radius_m = _CIRCUMRADIUS_FACTOR * h3lib.average_hexagon_edge_length(resolution, unit="m")
+    margin = math.degrees(radius_m / _MERIDIAN_MIN_M)
+    south, north = max(min_lat - margin, -90.0), min(max_lat + margin, 90.0)
+    # the most longitude a point `margin` away can differ by, at the box's highest latitude
+    reach = math.sin(math.radians(margin)) / math.cos(math.radians(max(abs(south), abs(north))))
+    if reach >= 1.0:
+        return (-180.0, south, 180.0, north)
+    spread = math.degrees(math.asin(reach))
+    west, east = min_lon - spread, max_lon + spread
+    if west < -180.0 or east > 180.0:
+        return (-180.0, south, 180.0, north)
+    return (west, south, east, north)
+
+
 async def h3_buckets(
     conn: psycopg.AsyncConnection[dict[str, Any]],
     resolution: int,
@@ -238,25 +163,10 @@ async def h3_buckets(
             f"resolution {resolution} covers {len(cells):,} hexagons over this bbox "
             f"(at most {MAX_HEXAGONS:,}); use a coarser resolution or a smaller bbox"
         )
-    left = await sync_cells(conn)
-    if left:
-        raise ServiceUnavailable(
-            f"H3 cells of {left:,} recently loaded facilities are still being computed; retry",
-            headers={"Retry-After": "2"},
-        )
-    params: dict[str, Any] = {
-        "resolution": resolution,
-        "index": resolution + 1,
-        "layers": layers,
-        "cells": cells,
-    }
-    if metric == "count":
-        query: sql.SQL | sql.Composed = sql.SQL(_COUNTS)
+    if metric == "count" and resolution <= h3cells.FINEST_COUNTED:
+        rows = await _counted(conn, resolution, cells, layers)
     else:
-        aggregate, joins = live.h3_metric(metric)
-        query = sql.SQL(_METRIC).format(aggregate=aggregate, joins=joins)
-    cursor = await conn.execute(query, params, prepare=True)
-    rows = await cursor.fetchall()
+        rows = await _bucketed(conn, resolution, bbox, cells, layers, metric)
     rows.sort(key=lambda r: int(r["cell"]))
     features = []
     for row in rows:
@@ -265,6 +175,61 @@ async def h3_buckets(
         value_out = float(raw) if raw is not None and metric == "avg_rating" else raw
         features.append(hexagon(h3lib.int_to_str(int(row["cell"])), count, value_out))
     return features
+
+
+async def _counted(
+    conn: psycopg.AsyncConnection[dict[str, Any]],
+    resolution: int,
+    cells: list[int],
+    layers: list[str],
+) -> list[dict[str, Any]]:
+    """Facilities per cell from h3_counts (once queued facilities are counted)."""
+    left = await sync_cells(conn)
+    if left:
+        raise ServiceUnavailable(
+            f"H3 cells of {left:,} recently loaded facilities are still being computed; retry",
+            headers={"Retry-After": "2"},
+        )
+    params = {"resolution": resolution, "layers": layers, "cells": cells}
+    cursor = await conn.execute(_COUNTS, params, prepare=True)
+    return await cursor.fetchall()
+
+
+async def _bucketed(
+    conn: psycopg.AsyncConnection[dict[str, Any]],
+    resolution: int,
+    bbox: tuple[float, float, float, float],
+    cells: list[int],
+    layers: list[str],
+    metric: str,
+) -> list[dict[str, Any]]:
+    """Facilities per cell (and the metric) from the facilities around the cells, one snapshot."""
+    west, south, east, north = widened(bbox, resolution)
+    box = {"min_lon": west, "min_lat": south, "max_lon": east, "max_lat": north}
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        cursor = await conn.execute(_IN_BOX, {"layers": layers, **box}, prepare=True)
+        found = await cursor.fetchall()
+        ids, own = await asyncio.to_thread(_in_cells, found, resolution, cells)
+        if metric == "count":
+            got, counts = np.unique(own, return_counts=True)
+            return [{"cell": int(c), "count": int(n)} for c, n in zip(got, counts, strict=True)]
+        aggregate, joins = live.h3_metric(metric)
+        query = sql.SQL(_METRIC).format(aggregate=aggregate, joins=joins)
+        cursor = await conn.execute(query, {"ids": ids, "cells": own.tolist()})
+        return await cursor.fetchall()
+
+
+def _in_cells(
+    rows: list[dict[str, Any]], resolution: int, cells: list[int]
+) -> tuple[list[str], np.ndarray]:
+    """(ids, cells) of the facilities whose cell at `resolution` is one of `cells`."""
+    lat = np.fromiter((r["lat"] for r in rows), dtype=np.float64, count=len(rows))
+    lon = np.fromiter((r["lon"] for r in rows), dtype=np.float64, count=len(rows))
+    own = h3cells.cells(lat, lon, resolution)
+    inside = np.isin(own, np.asarray(cells, dtype=np.int64))
+    ids = [r["id"] for r, keep in zip(rows, inside.tolist(), strict=True) if keep]
+    return ids, own[inside]
 
 
 @router.get(
@@ -280,7 +245,7 @@ async def h3_buckets(
     ),
 )
 async def h3_cells(
-    pool: PrimaryPoolDep,  # a GET that writes: it computes queued facilities' cells first
+    pool: PrimaryPoolDep,  # a GET that writes: it counts queued facilities' cells first
     settings: SettingsDep,
     bbox: BBoxDep,
     layer_keys: LayersDep,

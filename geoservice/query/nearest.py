@@ -62,6 +62,7 @@ from geoservice.api.features import (
 )
 from geoservice.settings import Settings
 from geoservice.toilets import live
+from ingest import h3cells
 from layers import facility
 from layers.hours import open_now
 
@@ -619,13 +620,14 @@ async def _refine(
 
     Every facility within the threshold lies in a kept cell, so in a finer cell meeting that
     cell's disc (``_cover``), which is occupied, so read here; the finer cells' counts then
-    give a nearer threshold and fewer, smaller discs to rank.
+    give a nearer threshold and fewer, smaller discs to rank. Down to the finest counted
+    resolution (10: cells about 66 m across; h3_counts keeps no finer ones).
     """
-    while level.resolution < 15:
+    while level.resolution < h3cells.FINEST_COUNTED:
         kept = level.within(threshold)
         if int(level.counts[kept].sum()) <= FINE_FACILITIES:
             break
-        finer = min(level.resolution + FINE_STEP, 15)
+        finer = min(level.resolution + FINE_STEP, h3cells.FINEST_COUNTED)
         covers = [_cover(int(c), finer) for c in level.cells[kept]]
         if not covers:
             break

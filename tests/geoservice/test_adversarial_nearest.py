@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
 from geoservice.query import nearest as nearest_module
-from geoservice.query.h3 import sync_cells
+from geoservice.query.h3sync import sync_cells
 from geoservice.query.nearest import MAX_K, CellCache, Filters, nearest_facilities
 from layers.hours import open_now
 from tests.conftest import settings_for

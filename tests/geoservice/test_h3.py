@@ -35,16 +35,20 @@ def _live_points(url: str) -> gpd.GeoDataFrame:
         engine.dispose()
 
 
-def test_stored_cells_equal_latlng_to_cell_everywhere(make_db: Callable[[], str]) -> None:
-    """Random points worldwide and the pentagons: every resolution's cell is h3's own."""
-    url = make_db()
+def _worldwide_points() -> list[tuple[float, float]]:
+    """Random points over the globe and next to the 12 pentagons (their children skip a digit)."""
     rng = np.random.default_rng(1)
     lats = np.degrees(np.arcsin(rng.uniform(-0.999, 0.999, 300)))
     lons = rng.uniform(-180, 180, 300)
-    # near the 12 pentagons too (their children skip a digit)
     pentagons = [h3.cell_to_latlng(p) for p in h3.get_pentagons(0)]
     points = [(float(a), float(o)) for a, o in zip(lats, lons, strict=True)]
-    points += [(a + 1e-4, o + 1e-4) for a, o in pentagons]
+    return points + [(a + 1e-4, o + 1e-4) for a, o in pentagons]
+
+
+def test_stored_counts_equal_latlng_to_cell_everywhere(make_db: Callable[[], str]) -> None:
+    """Random points worldwide and the pentagons: every counted resolution's cells are h3's."""
+    url = make_db()
+    points = _worldwide_points()
     insert_facilities(url, [{"id": f"p{i}", "lat": a, "lon": o} for i, (a, o) in enumerate(points)])
     with TestClient(create_app(settings_for(url))) as client:
         assert (
@@ -52,15 +56,85 @@ def test_stored_cells_equal_latlng_to_cell_everywhere(make_db: Callable[[], str]
             == 200
         )
     with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT ST_Y(f.geom), ST_X(f.geom), h.cells FROM facilities f "
-            "JOIN facility_h3 h ON h.facility_id = f.id"
-        ).fetchall()
-    assert len(rows) == len(points)
-    for lat, lon, cells in rows:
-        assert [h3.int_to_str(c) for c in cells] == [
-            h3.latlng_to_cell(lat, lon, r) for r in range(16)
-        ]
+        stored = conn.execute("SELECT resolution, cell, count FROM h3_counts").fetchall()
+        queued = conn.execute("SELECT count(*) FROM h3_pending").fetchone()
+    assert queued == (0,)
+    expected = Counter(
+        (r, h3.str_to_int(h3.latlng_to_cell(lat, lon, r))) for lat, lon in points for r in range(11)
+    )
+    assert {(r, cell): n for r, cell, n in stored} == dict(expected)
+
+
+# spots where a cluster of facilities lies: (lat, lon)
+_EDGES = {
+    "antimeridian east": (-16.5, 179.99999),
+    "antimeridian west": (-16.5, -179.99999),
+    "north pole": (89.999, 10.0),
+    "south pole": (-89.999, -120.0),
+    "district": (22.55, 114.12),
+}
+
+
+@pytest.mark.parametrize("spot", sorted(_EDGES))
+@pytest.mark.parametrize("resolution", [11, 13, 15])
+def test_fine_cells_count_all_their_facilities(
+    make_db: Callable[[], str], spot: str, resolution: int
+) -> None:
+    """Bucketed from the facilities: a cell the bbox only grazes still counts its facilities
+    outside the bbox, across the antimeridian and at the poles too."""
+    url = make_db()
+    lat, lon = _EDGES[spot]
+    # a bbox about a cell wide around the spot, inside -180..180; facilities scattered 3 wide
+    edge = h3.average_hexagon_edge_length(resolution, unit="m") / 111_000
+    stretch = 1 / np.cos(np.radians(lat))
+    bbox = (
+        max(lon - edge * stretch, -180.0), lat - edge, min(lon + edge * stretch, 180.0), lat + edge
+    )  # fmt: skip
+    rng = np.random.default_rng(resolution)
+    lats = lat + rng.uniform(-3 * edge, 3 * edge, 300)
+    lons = (lon + rng.uniform(-3 * edge, 3 * edge, 300) * stretch + 180) % 360 - 180
+    rows: list[dict[str, Any]] = [
+        {"id": f"f{i}", "lat": float(a), "lon": float(o)}
+        for i, (a, o) in enumerate(zip(lats, lons, strict=True))
+    ]
+    insert_facilities(url, [*rows, {"id": "gone", "lat": lat, "lon": lon, "status": "removed"}])
+    with TestClient(create_app(settings_for(url))) as client:
+        response = client.get(
+            "/api/v1/h3", params={"resolution": resolution, "bbox": ",".join(map(str, bbox))}
+        )
+    assert response.status_code == 200, response.text
+    overlapping = set(cells_over_bbox(bbox, resolution))
+    recount = Counter(h3.latlng_to_cell(r["lat"], r["lon"], resolution) for r in rows)
+    expected = {cell: n for cell, n in recount.items() if cell in overlapping}
+    got = {f["properties"]["h3"]: f["properties"]["count"] for f in response.json()["features"]}
+    assert got == expected and got
+    # the bbox grazes cells whose facilities lie outside it: they are counted too
+    inside = box(*bbox)
+    outside = [
+        r for r in rows
+        if h3.latlng_to_cell(r["lat"], r["lon"], resolution) in got
+        and not inside.covers(gpd.points_from_xy([r["lon"]], [r["lat"]])[0])
+    ]  # fmt: skip
+    assert outside
+
+
+def test_fine_resolutions_need_no_sync(make_db: Callable[[], str]) -> None:
+    """Queued facilities are bucketed where they are now at resolutions 11-15 (no 503)."""
+    url = make_db()
+    insert_facilities(url, [{"id": "a", "lon": 114.12, "lat": 22.55}])
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE facilities SET geom = ST_SetSRID(ST_MakePoint(114.1201, 22.5501), 4326)"
+        )
+        queued = conn.execute("SELECT count(*) FROM h3_pending").fetchone()
+    assert queued == (1,)
+    with TestClient(create_app(settings_for(url))) as client:
+        body = client.get(
+            "/api/v1/h3", params={"resolution": 14, "bbox": "114.119,22.549,114.121,22.551"}
+        ).json()
+    assert [f["properties"]["h3"] for f in body["features"]] == [
+        h3.latlng_to_cell(22.5501, 114.1201, 14)
+    ]
 
 
 def test_facility_cells_equal_latlng_to_cell(client: TestClient, sample_db: str) -> None:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
+
+import h3
+import psycopg
 from alembic import command
+from psycopg.rows import dict_row
 
 from geoservice.db.connection import connect
 from geoservice.db.migrate import (
@@ -12,6 +18,7 @@ from geoservice.db.migrate import (
     schema_differences,
     upgrade,
 )
+from geoservice.query.h3sync import sync_cells
 
 
 def functions(url: str) -> set[str]:
@@ -68,3 +75,55 @@ def test_every_revision_goes_down_to_base_and_up_again(fresh_db: str) -> None:
     assert current_revision(fresh_db) == head_revision()
     assert catalogue(fresh_db) == at_head
     assert schema_differences(fresh_db) == []
+
+
+def test_h3_revision_keeps_the_counts_of_queued_facilities_exact(fresh_db: str) -> None:
+    """0011 → 0012: facilities counted in facility_h3 then changed (queued) come out counted
+    exactly where they are now, at resolutions 0-10, once synced."""
+    command.downgrade(alembic_config(fresh_db), "0011")
+    spots = {"a": (22.55, 114.12), "b": (22.56, 114.13), "c": (22.57, 114.14)}
+    with connect(fresh_db) as conn:
+        for fid, (lat, lon) in spots.items():
+            conn.execute(
+                "INSERT INTO facilities (id, layer, name, source, source_id, geom, h3_15,"
+                " content_hash) VALUES (%(id)s, 'toilet', %(id)s, 't', %(id)s,"
+                " ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326), 0, 'x')",
+                {"id": fid, "lat": lat, "lon": lon},
+            )
+        # counted as 0011's sync counted them: every resolution's cell, in facility_h3 too
+        for fid, (lat, lon) in spots.items():
+            cells = [h3.str_to_int(h3.latlng_to_cell(lat, lon, r)) for r in range(16)]
+            conn.execute("INSERT INTO facility_h3 VALUES (%s, 'toilet', true, %s)", (fid, cells))
+            for r, cell in enumerate(cells):
+                conn.execute(
+                    "INSERT INTO h3_counts VALUES (%s, 'toilet', %s, 1)"
+                    " ON CONFLICT (resolution, layer, cell)"
+                    " DO UPDATE SET count = h3_counts.count + 1",
+                    (r, cell),
+                )
+        conn.execute("DELETE FROM h3_pending")
+        # then one moves, one is removed: both queued
+        conn.execute(
+            "UPDATE facilities SET geom = ST_SetSRID(ST_MakePoint(114.2, 22.6), 4326)"
+            " WHERE id = 'a'"
+        )
+        conn.execute("UPDATE facilities SET status = 'removed' WHERE id = 'b'")
+    upgrade(fresh_db)
+
+    async def sync() -> None:
+        conn = await psycopg.AsyncConnection.connect(
+            fresh_db, row_factory=dict_row, autocommit=True
+        )
+        async with conn:
+            while await sync_cells(conn):
+                pass
+
+    asyncio.run(sync())
+    expected = Counter(
+        (r, h3.str_to_int(h3.latlng_to_cell(lat, lon, r)))
+        for lat, lon in ((22.6, 114.2), spots["c"])
+        for r in range(11)
+    )
+    with connect(fresh_db) as conn:
+        rows = conn.execute("SELECT resolution, cell, count FROM h3_counts").fetchall()
+    assert {(r["resolution"], r["cell"]): r["count"] for r in rows} == dict(expected)

@@ -16,7 +16,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from geoservice.db.connection import connect
-from geoservice.query.h3 import sync_cells
+from geoservice.query.h3sync import sync_cells
 from ingest import load
 from ingest.mapping import Mapping
 from ingest.pipeline import IngestFailed, IngestOptions, run_ingest
@@ -42,15 +42,13 @@ SCHEMA = {
     "WHERE conrelid = 'facilities'::regclass ORDER BY conname",
     "triggers": "SELECT tgname, tgenabled::text AS enabled FROM pg_trigger "
     "WHERE tgrelid = 'facilities'::regclass AND NOT tgisinternal ORDER BY tgname",
-    # the bulk path sets h3_counts' primary key aside while it fills the counts
     "h3_counts": "SELECT conname, pg_get_constraintdef(oid) AS definition FROM pg_constraint "
     "WHERE conrelid = 'h3_counts'::regclass ORDER BY conname",
 }
 
-#: what the H3 tables hold (the queue, every facility's cells, the counts)
+#: what the H3 tables hold (the queue, the counts)
 H3_STATE = {
     "queued": "SELECT facility_id FROM h3_pending ORDER BY 1",
-    "cells": "SELECT facility_id, layer, live, cells FROM facility_h3 ORDER BY 1",
     "counts": "SELECT resolution, layer, cell, count FROM h3_counts ORDER BY 1, 2, 3",
 }
 
@@ -104,7 +102,7 @@ def _queued(url: str) -> list[str]:
 
 
 def _synced(url: str) -> dict[str, list[dict[str, Any]]]:
-    """The H3 tables once geoservice.query.h3.sync_cells has handled whatever is queued."""
+    """The H3 tables once geoservice.query.h3sync.sync_cells has handled whatever is queued."""
 
     async def sync() -> None:
         conn = await psycopg.AsyncConnection.connect(url, row_factory=dict_row, autocommit=True)
@@ -116,28 +114,25 @@ def _synced(url: str) -> dict[str, list[dict[str, Any]]]:
     return {name: rows(url, query) for name, query in H3_STATE.items()}
 
 
-def h3_expected(url: str) -> tuple[dict[str, list[int]], Counter[tuple[int, str, int]]]:
-    """Every stored facility's cells at resolutions 0-15 by h3 itself, and the live counts."""
-    cells: dict[str, list[int]] = {}
+def h3_expected(url: str) -> Counter[tuple[int, str, int]]:
+    """The live facilities counted per (resolution, layer, cell) of h3's own cells, 0-10."""
     counts: Counter[tuple[int, str, int]] = Counter()
-    query = "SELECT id, layer, status, ST_Y(geom) AS lat, ST_X(geom) AS lon FROM facilities"
+    query = "SELECT layer, status, ST_Y(geom) AS lat, ST_X(geom) AS lon FROM facilities"
     for row in rows(url, query):
-        own = [h3.str_to_int(h3.latlng_to_cell(row["lat"], row["lon"], r)) for r in range(16)]
-        cells[row["id"]] = own
         if row["status"] != "removed":
-            counts.update((r, row["layer"], cell) for r, cell in enumerate(own))
-    return cells, counts
+            counts.update(
+                (r, row["layer"], h3.str_to_int(h3.latlng_to_cell(row["lat"], row["lon"], r)))
+                for r in range(11)
+            )
+    return counts
 
 
 def assert_h3_exact(url: str) -> None:
-    """facility_h3 and h3_counts hold exactly h3's cells of the stored facilities, counted."""
-    cells, counts = h3_expected(url)
-    stored = {r["facility_id"]: r["cells"] for r in rows(url, H3_STATE["cells"])}
-    assert stored == cells
+    """h3_counts holds exactly h3's cells of the stored facilities, counted."""
     counted = {
         (r["resolution"], r["layer"], r["cell"]): r["count"] for r in rows(url, H3_STATE["counts"])
     }
-    assert counted == dict(counts)
+    assert counted == dict(h3_expected(url))
 
 
 def _load(ingest: Ingest, url: str, path: Path, **options: Any) -> Any:
@@ -176,7 +171,7 @@ def test_bulk_load_stores_what_the_incremental_load_stores(
     assert _schema(bulk) == _schema(incremental) == _schema(staged) == schema
     assert rows(bulk, FACILITY_ROWS) == rows(incremental, FACILITY_ROWS)
     assert rows(bulk, FACILITY_ROWS) == rows(staged, FACILITY_ROWS)
-    # the bulk load wrote the H3 cells and counts itself: nothing queued, exactly what the
+    # the bulk load counted the H3 cells itself: nothing queued, exactly what the
     # queue and sync_cells give the other paths
     assert _queued(bulk) == [] and len(_queued(incremental)) == ROWS
     assert _synced(bulk) == _synced(incremental) == _synced(staged)
@@ -212,7 +207,7 @@ def test_invalid_row_on_the_bulk_path_leaves_the_store_unchanged(
     assert [(i.row, i.reason) for i in report.error_issues] == [(ROWS - 8, "not a number")]
     assert checksum(fresh_db) == before
     assert _schema(fresh_db) == schema and _index_oids(fresh_db) == oids
-    assert _synced(fresh_db) == {"queued": [], "cells": [], "counts": []}
+    assert _synced(fresh_db) == {"queued": [], "counts": []}
 
     dry = _load(ingest, fresh_db, scale_gpkg, dry_run=True)
     assert (dry.outcome, dry.inserted) == ("dry_run", ROWS)
@@ -316,4 +311,4 @@ def test_an_interrupted_bulk_load_puts_everything_back(
     assert bulk_loads[0] is not None and bulk_loads[0].index_h3
     assert checksum(fresh_db) == before
     assert _schema(fresh_db) == schema and _index_oids(fresh_db) == oids
-    assert _synced(fresh_db) == {"queued": [], "cells": [], "counts": []}
+    assert _synced(fresh_db) == {"queued": [], "counts": []}

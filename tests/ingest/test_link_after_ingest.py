@@ -35,10 +35,14 @@ def test_ingest_links_new_facilities(fresh_db: str, sample_dir: Path) -> None:
             "JOIN facilities f ON f.id = l.facility_id WHERE f.layer = 'school'"
         ).fetchone()
         pending = conn.execute("SELECT count(*) FROM h3_pending").fetchone()
-        indexed = conn.execute("SELECT count(*) FROM facility_h3").fetchone()
+        counted = conn.execute(
+            "SELECT sum(count) FROM h3_counts WHERE resolution = 0 AND layer = 'school'"
+        ).fetchone()
+        schools = conn.execute("SELECT count(*) FROM facilities WHERE layer = 'school'").fetchone()
     assert row is not None and row[0] > 0
-    # the H3 cells are indexed by the command, not left to the first map request
-    assert pending == (0,) and indexed is not None and indexed[0] > 100
+    # the H3 cells are counted by the command, not left to the first map request
+    assert pending == (0,) and schools is not None and schools[0] > 100
+    assert counted == schools
     again = servicemap(
         "ingest", str(sample_dir / "school.geojson"), "--layer", "school", "--source", "sample",
         url=fresh_db,
