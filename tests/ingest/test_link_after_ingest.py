@@ -1,4 +1,4 @@
-"""`servicemap ingest` re-links disclosures and indexes H3 cells when anything changed."""
+"""`servicemap ingest` re-links disclosures, counts H3 cells and analyses when anything changed."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import psycopg
+
+from geoservice.cli.ingest import PLANNED_COLUMNS
 
 
 def servicemap(*args: str, url: str) -> subprocess.CompletedProcess[str]:
@@ -43,6 +45,16 @@ def test_ingest_links_new_facilities(fresh_db: str, sample_dir: Path) -> None:
     # the H3 cells are counted by the command, not left to the first map request
     assert pending == (0,) and schools is not None and schools[0] > 100
     assert counted == schools
+    # the planner knows the load: statistics of the columns the queries plan on
+    with psycopg.connect(fresh_db) as conn:
+        analysed = conn.execute(
+            "SELECT attname FROM pg_stats WHERE tablename = 'facilities'"
+        ).fetchall()
+        plan = conn.execute(
+            "EXPLAIN (FORMAT JSON) SELECT * FROM facilities WHERE layer = 'school'"
+        ).fetchone()
+    assert set(PLANNED_COLUMNS) <= {name for (name,) in analysed}
+    assert plan is not None and plan[0][0]["Plan"]["Plan Rows"] == schools[0]
     again = servicemap(
         "ingest", str(sample_dir / "school.geojson"), "--layer", "school", "--source", "sample",
         url=fresh_db,
