@@ -19,11 +19,15 @@ def settings() -> Settings:
         fail(f"invalid setting {'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
 
 
-def database(start: bool = True) -> str:
-    """The database URL in force, starting the embedded cluster when needed; fails clearly."""
+def database(start: bool = True, *, schema: bool = False) -> str:
+    """The database URL in force, starting the embedded cluster when needed; fails clearly.
+
+    With `schema`, the database must also be at the latest schema version (the same connection
+    checks it).
+    """
     try:
         url = database_url(settings().db, start=start)
-        check_database(url)
+        check_database(url, schema=schema)
     except (ClusterError, DatabaseError) as exc:
         fail(str(exc))
     return url
@@ -31,9 +35,4 @@ def database(start: bool = True) -> str:
 
 def migrated_database() -> str:
     """The database URL, failing with the fix when its schema is not at the latest version."""
-    from geoservice.db.migrate import current_revision, head_revision  # Alembic: only here
-
-    url = database()
-    if current_revision(url) != head_revision():
-        fail("the database schema is not up to date: run `servicemap db migrate`")
-    return url
+    return database(schema=True)

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg.rows import dict_row, tuple_row
 
 from geoservice.db.cluster import Cluster
 from geoservice.settings import DatabaseSettings
 
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool
+
 MIN_POSTGIS = (3, 1)
+
+#: The newest migration's revision (``geoservice/db/migrations``): the schema every command that
+#: reads or writes the data needs. Known here without Alembic, which takes longer to import and
+#: to read the migrations than most commands take to start; a test checks it is Alembic's head,
+#: so a new migration must bump it.
+SCHEMA_REVISION = "0012"
 
 
 class DatabaseError(RuntimeError):
@@ -69,8 +77,11 @@ def connect(url: str, **kwargs: Any) -> psycopg.Connection[dict[str, Any]]:
         ) from exc
 
 
-def check_database(url: str) -> str:
-    """Connect, ensure PostGIS ≥ 3.1 is available (creating the extension); return its version."""
+def check_database(url: str, *, schema: bool = False) -> str:
+    """Connect, ensure PostGIS ≥ 3.1 is available (creating the extension); return its version.
+
+    With `schema`, the same connection also checks that the schema is at ``SCHEMA_REVISION``.
+    """
     with connect(url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT default_version FROM pg_available_extensions WHERE name = 'postgis'"
@@ -91,11 +102,24 @@ def check_database(url: str) -> str:
                 + " (a superuser must run CREATE EXTENSION postgis)"
             ) from exc
         version = conn.execute("SELECT postgis_lib_version() AS v").fetchone()
+        if schema and schema_revisions(conn) != [SCHEMA_REVISION]:
+            raise DatabaseError(
+                "the database schema is not up to date: run `servicemap db migrate`"
+            )
     assert version is not None
     parsed = tuple(int(p) for p in str(version["v"]).split(".")[:2])
     if parsed < MIN_POSTGIS:
         raise DatabaseError(f"{mask_url(url)} has PostGIS {version['v']}; servicemap needs ≥ 3.1")
     return str(version["v"])
+
+
+def schema_revisions(conn: psycopg.Connection[Any]) -> list[str]:
+    """The revisions Alembic has recorded in a database (none before the first migration)."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        # Alembic's table, where Alembic looks for it (the search path's first schema)
+        if cur.execute("SELECT to_regclass('alembic_version')").fetchone() == (None,):
+            return []
+        return sorted(str(v) for (v,) in cur.execute("SELECT version_num FROM alembic_version"))
 
 
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -111,6 +135,8 @@ def create_pool(url: str, settings: DatabaseSettings) -> AsyncConnectionPool:
     """
     # jit off: the service's queries are short, and JIT compiling one (the planner turns it on
     # above a cost, e.g. a dense vector tile) costs more than it saves
+    from psycopg_pool import AsyncConnectionPool  # the service's: commands do without it
+
     options = f"-c statement_timeout={settings.statement_timeout_ms} -c TimeZone=UTC -c jit=off"
     return AsyncConnectionPool(
         libpq_url(url),
