@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
-from geoservice.cli import disclosures as cli_disclosures
-from geoservice.cli import export as cli_export
-from geoservice.cli import halls as cli_halls
-from geoservice.cli import ingest as cli_ingest
 from geoservice.cli import replicas as cli_replicas
-from geoservice.cli import residents as cli_residents
-from geoservice.cli import toilets as cli_toilets
-from geoservice.cli import web as cli_web
 from geoservice.cli.common import database, migrated_database, settings
 from geoservice.cli.console import err, fail, out, summary
 from geoservice.db.cluster import Cluster
@@ -25,10 +20,53 @@ from geoservice.db.standbys import Standbys
 from geoservice.settings import PROJECT_ROOT
 
 # Heavy modules (the web app, uvicorn, Alembic, the samples) are imported inside the commands
-# that use them: `servicemap ingest` and every --help start without them.
+# that use them, and each module of commands below only when one of its commands runs (or the
+# list of all of them is shown): `servicemap ingest` starts without the others' imports.
+
+#: the modules of geoservice.cli that add commands (their `register`), with the names they add,
+#: in the order `servicemap --help` lists them (a test checks the names against `register`)
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "ingest": ("ingest",),
+    "disclosures": ("ingest-disclosures", "link", "qr"),
+    "toilets": ("simulate-sensors", "devices", "staff", "readings"),
+    "web": ("map",),
+    "halls": ("halls",),
+    "export": ("export",),
+    "residents": ("notify",),
+}
+_MODULE_OF = {name: module for module, names in COMMAND_MODULES.items() for name in names}
+
+
+def module_commands(module: str) -> dict[str, Any]:
+    """The commands a module of geoservice.cli adds, by name, as `servicemap` runs them."""
+    commands = typer.Typer()
+    importlib.import_module(f"geoservice.cli.{module}").register(commands)
+    return dict(typer.main.get_group(commands).commands)
+
+
+class _Commands(TyperGroup):
+    """servicemap's commands: those of COMMAND_MODULES are imported when first looked up."""
+
+    # ctx and the commands are Click's (Typer's own copy of Click since 0.2x, click before): Any
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        module = _MODULE_OF.get(cmd_name)
+        if module is not None and cmd_name not in self.commands:
+            for name, command in module_commands(module).items():
+                self.add_command(command, name)
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        """Every name, as Typer orders them: plain commands first, then groups of commands."""
+        for name in _MODULE_OF:
+            self.get_command(ctx, name)
+        in_order = [*(n for n in self.commands if n not in _MODULE_OF), *_MODULE_OF]
+        groups = [n for n in in_order if isinstance(self.commands[n], TyperGroup)]
+        return [n for n in in_order if n not in groups] + groups
+
 
 app = typer.Typer(
     name="servicemap",
+    cls=_Commands,
     help="A district's convenience services on one map and behind one API.",
     no_args_is_help=True,
     add_completion=False,
@@ -152,6 +190,9 @@ def demo(
     no_serve: Annotated[bool, typer.Option("--no-serve", help="load only, do not serve")] = False,
 ) -> None:
     """db up + migrate + sample + ingest + link + serve: the whole district in one command."""
+    from geoservice.cli import disclosures as cli_disclosures
+    from geoservice.cli import halls as cli_halls
+    from geoservice.cli import ingest as cli_ingest
     from geoservice.db.migrate import upgrade
     from ingest.halls_sample import write_halls
     from ingest.pipeline import ingest_file
@@ -175,12 +216,6 @@ def demo(
     summary("sample district loaded", rows)
     if not no_serve:
         serve(host=host, port=port, workers=None)
-
-
-for module in (
-    cli_ingest, cli_disclosures, cli_toilets, cli_web, cli_halls, cli_export, cli_residents
-):  # fmt: skip
-    module.register(app)
 
 
 def main() -> None:

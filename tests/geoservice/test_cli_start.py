@@ -1,4 +1,5 @@
-"""What `servicemap` does before a command's own work: the schema check (exact, without Alembic)."""
+"""What `servicemap` does before a command's own work: the schema check (exact, without Alembic)
+and the imports (each module of commands only when one of its commands runs)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import typer
 from alembic.script import ScriptDirectory
 
+from geoservice.cli.main import COMMAND_MODULES, app, module_commands
 from geoservice.db.connection import (
     SCHEMA_REVISION,
     DatabaseError,
@@ -62,3 +65,18 @@ def test_ingest_into_a_database_never_migrated_names_the_fix(fresh_db: str, tmp_
     )
     with psycopg.connect(fresh_db) as conn:
         assert conn.execute("SELECT count(*) FROM ingest_runs").fetchone() == (0,)
+
+
+def test_each_module_adds_the_commands_listed_for_it() -> None:
+    for module, names in COMMAND_MODULES.items():
+        assert tuple(module_commands(module)) == names, module
+
+
+def test_every_command_is_listed_once_plain_ones_first() -> None:
+    group = typer.main.get_group(app)
+    names = group.list_commands(typer.Context(group))
+    lazy = [name for names_of in COMMAND_MODULES.values() for name in names_of]
+    assert len(names) == len(set(names)) and set(lazy) <= set(names)
+    assert {"db", "sample", "serve", "demo"} <= set(names)
+    kinds = [isinstance(group.commands[name], typer.core.TyperGroup) for name in names]
+    assert kinds == sorted(kinds), names  # groups (db, halls, …) after the plain commands
