@@ -17,7 +17,7 @@ import json
 import re
 import warnings
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,9 @@ from ingest.report import IngestError
 #: rows per chunk: large enough for vectorised work, small enough to bound memory (a load holds
 #: four or five chunks at once: read, converted, built, sent; 100,000 peaked 200 MB higher)
 CHUNK_ROWS = 25_000
+#: rows of the first chunk of a GDAL or GeoParquet file: the database starts loading them while
+#: the next chunk is read (reading a whole first chunk before anything is sent kept it idle)
+FIRST_CHUNK_ROWS = 5_000
 #: the longest field accepted; anything longer is a row error (a 10 MB "name" is not a name)
 MAX_FIELD_CHARS = 100_000
 #: how much of a file is looked at to recognise its format / encoding / delimiter
@@ -319,14 +322,14 @@ def _read_gdal(source: Source, chunk_rows: int) -> Iterator[Chunk]:
     try:
         with pyogrio.open_arrow(
             target,
-            batch_size=chunk_rows,
+            batch_size=min(chunk_rows, FIRST_CHUNK_ROWS),
             use_pyarrow=True,
             return_fids=True,
             encoding=source.options.get("encoding"),
         ) as (meta, reader):
             geometry_name = meta["geometry_name"] or "wkb_geometry"
             fid_name = meta.get("fid_column") or "OGC_FID"
-            for batch in reader:
+            for batch in _chunked_batches(reader, chunk_rows):
                 names = batch.schema.names
                 wkb = batch.column(geometry_name) if geometry_name in names else None
                 fids = (
@@ -347,6 +350,33 @@ def _read_gdal(source: Source, chunk_rows: int) -> Iterator[Chunk]:
                 )
     except _GDAL_READ_ERRORS as exc:
         raise _gdal_error(source.path, source.format, exc) from None
+
+
+def _chunked_batches(
+    batches: Iterable[pa.RecordBatch], chunk_rows: int
+) -> Iterator[pa.RecordBatch]:
+    """A stream's small batches as a reader's chunks: the first on its own, then joined into
+    batches of `chunk_rows` (or more: the last one read may overshoot; the stream's last fewer)."""
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for number, batch in enumerate(batches):
+        if number == 0:
+            yield batch
+            continue
+        pending.append(batch)
+        rows += batch.num_rows
+        if rows >= chunk_rows:
+            yield _joined(pending)
+            pending, rows = [], 0
+    if pending:
+        yield _joined(pending)
+
+
+def _joined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    """Consecutive batches of one stream as one (its columns contiguous)."""
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
 def _geometries(wkb: pa.Array | None, n: int) -> np.ndarray:
@@ -436,7 +466,8 @@ def _read_parquet(source: Source, chunk_rows: int) -> Iterator[Chunk]:
     done = 0
     try:
         parquet = pq.ParquetFile(source.path)
-        for batch in parquet.iter_batches(batch_size=chunk_rows):
+        batches = parquet.iter_batches(batch_size=min(chunk_rows, FIRST_CHUNK_ROWS))
+        for batch in _chunked_batches(batches, chunk_rows):
             wkb = batch.column(column)
             frame = batch.select([n for n in batch.schema.names if n != column]).to_pandas()
             rows = np.arange(done + 1, done + len(frame) + 1, dtype=np.int64)
