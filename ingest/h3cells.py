@@ -16,6 +16,7 @@ facilities in the requested box instead, whose size the hexagon limit keeps smal
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import h3.api.basic_int as h3_int
 import numpy as np
@@ -52,8 +53,10 @@ def cell_counts(cells: np.ndarray, layers: np.ndarray, weights: np.ndarray) -> p
     """
     keep = weights != 0
     resolutions = cells.shape[1]
+    codes, names = pd.factorize(np.asarray(layers, dtype=object)[keep], sort=True)
     return _summed(
-        np.repeat(np.asarray(layers, dtype=object)[keep], resolutions),
+        np.repeat(codes, resolutions),
+        names,
         cells[keep].ravel(),
         np.repeat(weights[keep].astype(np.int64), resolutions),
     )
@@ -62,20 +65,21 @@ def cell_counts(cells: np.ndarray, layers: np.ndarray, weights: np.ndarray) -> p
 def summed(counts: pa.Table) -> pa.Table:
     """Rows (resolution, layer, cell, count) summed per (resolution, layer, cell); sums of 0
     left out."""
+    codes, names = pd.factorize(counts["layer"].to_numpy(zero_copy_only=False), sort=True)
     return _summed(
-        counts["layer"].to_numpy(zero_copy_only=False),
+        codes,
+        names,
         counts["cell"].to_numpy(),
         counts["count"].to_numpy().astype(np.int64),
     )
 
 
-def _summed(layers: np.ndarray, cells: np.ndarray, weights: np.ndarray) -> pa.Table:
+def _summed(codes: np.ndarray, names: Any, cells: np.ndarray, weights: np.ndarray) -> pa.Table:
     """Weights summed per (layer, cell), as h3_counts rows sorted by layer then cell.
 
-    A cell's index holds its resolution (bits 52-55), so per layer one sort of the cells
-    groups by (resolution, cell): a handful of layers, no three-key sort.
+    `codes` index `names` (the layers). A cell's index holds its resolution (bits 52-55), so
+    per layer one sort of the cells groups by (resolution, cell): no three-key sort.
     """
-    codes, names = pd.factorize(layers, sort=True)
     parts: list[pa.Table] = []
     for code, name in enumerate(names):
         mine = codes == code
