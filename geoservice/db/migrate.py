@@ -5,6 +5,9 @@ The models (``geoservice.db.models``) describe every table; the migrations are f
 that the test suite and ``alembic revision --autogenerate`` in ``migrations/env.py`` share), plus
 what autogenerate does not look at: primary keys, CHECK constraints (compared as PostgreSQL
 normalises them), partitioning, and each index's access method and operator classes.
+
+Commands check a database's schema against ``connection.SCHEMA_REVISION`` instead of importing
+Alembic: a new migration bumps it to its own revision (a test compares it with `head_revision`).
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ def alembic_config(url: str) -> Config:
 
 
 def head_revision() -> str:
-    """The newest migration's revision id."""
+    """The newest migration's revision id (as Alembic reads it from the migration scripts)."""
     head = ScriptDirectory.from_config(alembic_config("postgresql://x/y")).get_current_head()
     assert head is not None
     return head
