@@ -8,7 +8,7 @@ O(offset + limit) rows however many match.
 
 ``numberMatched`` is the exact number of matching facilities, or absent — never an estimate
 (GDAL's OAPIF driver stops reading where it says). A whole layer is counted from ``h3_counts``
-(each live facility counted once at resolution 0, kept exact by ``sync_cells``) when no facility
+(each live facility counted once at resolution 0, kept exact by ``h3sync.sync_cells``) when no facility
 waits in ``h3_pending``, in the same statement and so the same snapshot as the page; anything
 else (a bbox, a filter, cells still pending) is counted exactly up to MATCH_CAP, and beyond it
 the member is left out, so no page pays for counting a large match. Without a count, a full
