@@ -50,15 +50,22 @@ class _Commands(TyperGroup):
     # ctx and the commands are Click's (Typer's own copy of Click since 0.2x, click before): Any
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         module = _MODULE_OF.get(cmd_name)
-        if module is not None and cmd_name not in self.commands:
+        if module is not None:
+            self._add(module)
+        elif cmd_name not in self.commands:  # a typo: "Did you mean …" picks from every name
+            for each in COMMAND_MODULES:
+                self._add(each)
+        return super().get_command(ctx, cmd_name)
+
+    def _add(self, module: str) -> None:
+        if not all(name in self.commands for name in COMMAND_MODULES[module]):
             for name, command in module_commands(module).items():
                 self.add_command(command, name)
-        return super().get_command(ctx, cmd_name)
 
     def list_commands(self, ctx: Any) -> list[str]:
         """Every name, as Typer orders them: plain commands first, then groups of commands."""
-        for name in _MODULE_OF:
-            self.get_command(ctx, name)
+        for module in COMMAND_MODULES:
+            self._add(module)
         in_order = [*(n for n in self.commands if n not in _MODULE_OF), *_MODULE_OF]
         groups = [n for n in in_order if isinstance(self.commands[n], TyperGroup)]
         return [n for n in in_order if n not in groups] + groups

@@ -80,3 +80,15 @@ def test_every_command_is_listed_once_plain_ones_first() -> None:
     assert {"db", "sample", "serve", "demo"} <= set(names)
     kinds = [isinstance(group.commands[name], typer.core.TyperGroup) for name in names]
     assert kinds == sorted(kinds), names  # groups (db, halls, …) after the plain commands
+
+
+def test_a_mistyped_command_is_told_the_near_names_of_every_module() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "geoservice.cli", "ingst"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "No such command 'ingst'. Did you mean 'ingest'" in result.stderr
