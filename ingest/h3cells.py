@@ -16,12 +16,10 @@ facilities in the requested box instead, whose size the hexagon limit keeps smal
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from dataclasses import dataclass
 
 import h3.api.basic_int as h3_int
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 
 #: the resolutions counted per cell in h3_counts (finer ones are bucketed on request)
 COUNTED = range(11)
@@ -45,7 +43,20 @@ def counted_cells(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     return table
 
 
-def cell_counts(cells: np.ndarray, layers: np.ndarray, weights: np.ndarray) -> pa.Table:
+@dataclass
+class CellCounts:
+    """Rows of h3_counts (or changes to them), column-wise, sorted by layer then cell."""
+
+    resolution: np.ndarray  # int16
+    layer: np.ndarray  # str objects
+    cell: np.ndarray  # int64
+    count: np.ndarray  # int32
+
+    def __len__(self) -> int:
+        return len(self.cell)
+
+
+def cell_counts(cells: np.ndarray, layers: np.ndarray, weights: np.ndarray) -> CellCounts:
     """The sum of `weights` per (resolution, layer, cell) of facilities' cells (n × 11).
 
     h3_counts rows (or changes to them: a facility that left a cell weighs -1); sums of 0
@@ -53,7 +64,7 @@ def cell_counts(cells: np.ndarray, layers: np.ndarray, weights: np.ndarray) -> p
     """
     keep = weights != 0
     resolutions = cells.shape[1]
-    codes, names = pd.factorize(np.asarray(layers, dtype=object)[keep], sort=True)
+    names, codes = np.unique(np.asarray(layers, dtype=object)[keep], return_inverse=True)
     return _summed(
         np.repeat(codes, resolutions),
         names,
@@ -62,63 +73,61 @@ def cell_counts(cells: np.ndarray, layers: np.ndarray, weights: np.ndarray) -> p
     )
 
 
-def summed(counts: pa.Table) -> pa.Table:
-    """Rows (resolution, layer, cell, count) summed per (resolution, layer, cell); sums of 0
-    left out."""
-    codes, names = pd.factorize(counts["layer"].to_numpy(zero_copy_only=False), sort=True)
+def counts_of(lat: np.ndarray, lon: np.ndarray, layers: np.ndarray, live: np.ndarray) -> CellCounts:
+    """The counts of facilities at these points, of these layers, where `live`."""
+    return cell_counts(counted_cells(lat, lon), layers, np.asarray(live, dtype=np.int32))
+
+
+def summed(*parts: CellCounts) -> CellCounts:
+    """Counts summed per (resolution, layer, cell); sums of 0 left out."""
+    layers = np.concatenate([p.layer for p in parts]) if parts else np.empty(0, dtype=object)
+    names, codes = np.unique(layers, return_inverse=True)
     return _summed(
         codes,
         names,
-        counts["cell"].to_numpy(),
-        counts["count"].to_numpy().astype(np.int64),
+        np.concatenate([p.cell for p in parts]) if parts else np.empty(0, dtype=np.int64),
+        np.concatenate([p.count for p in parts]).astype(np.int64) if parts else np.empty(0),
     )
 
 
-def _summed(codes: np.ndarray, names: Any, cells: np.ndarray, weights: np.ndarray) -> pa.Table:
-    """Weights summed per (layer, cell), as h3_counts rows sorted by layer then cell.
+def _summed(
+    codes: np.ndarray, names: np.ndarray, cells: np.ndarray, weights: np.ndarray
+) -> CellCounts:
+    """Weights summed per (layer, cell), sorted by layer then cell.
 
     `codes` index `names` (the layers). A cell's index holds its resolution (bits 52-55), so
     per layer one sort of the cells groups by (resolution, cell): no three-key sort.
     """
-    parts: list[pa.Table] = []
-    for code, name in enumerate(names):
+    parts: list[tuple[np.ndarray, str, np.ndarray]] = []
+    for code, name in enumerate(names.tolist()):
         mine = codes == code
         cell, inverse = np.unique(cells[mine], return_inverse=True)
         sums = np.bincount(inverse, weights=weights[mine], minlength=len(cell))
         nonzero = sums != 0
-        cell = cell[nonzero]
-        parts.append(
-            pa.table(
-                {
-                    "resolution": ((cell >> 52) & 0xF).astype(np.int16),
-                    "layer": pa.array(np.full(len(cell), name, dtype=object), pa.string()),
-                    "cell": cell,
-                    "count": sums[nonzero].astype(np.int32),
-                }
-            )  # fmt: skip
-        )
-    if not parts:
-        return pa.table({
-            "resolution": pa.array([], pa.int16()), "layer": pa.array([], pa.string()),
-            "cell": pa.array([], pa.int64()), "count": pa.array([], pa.int32()),
-        })  # fmt: skip
-    return pa.concat_tables(parts)
+        parts.append((cell[nonzero], name, sums[nonzero].astype(np.int32)))
+    cell = np.concatenate([c for c, _, _ in parts]) if parts else np.empty(0, dtype=np.int64)
+    return CellCounts(
+        resolution=((cell >> 52) & 0xF).astype(np.int16),
+        layer=np.array([name for c, name, _ in parts for _ in range(len(c))], dtype=object),
+        cell=cell,
+        count=np.concatenate([n for _, _, n in parts]) if parts else np.empty(0, dtype=np.int32),
+    )
 
 
 class Tally:
-    """Counts per (resolution, layer, cell) summed batch by batch (a bulk load's).
+    """Counts per (resolution, layer, cell) summed chunk by chunk (a bulk load's).
 
     Only counted resolutions: a district's coarse cells are a few thousand rows, however many
-    facilities are counted in them.
+    facilities are counted in them. (Counting in a process of its own was tried: on two cores
+    the load is CPU-bound, and the worker's start-up and traffic cost what it saved.)
     """
 
     def __init__(self) -> None:
-        self.counts: pa.Table | None = None
+        self.counts: CellCounts | None = None
 
-    def add(self, counts: pa.Table) -> None:
-        """Add a batch's counts (rows of `cell_counts`)."""
-        both = counts if self.counts is None else pa.concat_tables([self.counts, counts])
-        self.counts = summed(both)
+    def add(self, counts: CellCounts) -> None:
+        """Add counts (of `cell_counts`)."""
+        self.counts = counts if self.counts is None else summed(self.counts, counts)
 
 
 def _cells_at(lats: list[float], lons: list[float], resolution: int) -> np.ndarray:

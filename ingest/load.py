@@ -321,10 +321,19 @@ def new_batch(records: pd.DataFrame, source: str, *, tally: h3cells.Tally | None
     batch.add("facilities", table)
     if tally is not None:
         # counted where live, as geoservice.query.h3sync would count them once queued
-        live = (records["status"] != "removed").to_numpy(dtype=np.int32, na_value=1)
-        layers = records["layer"].to_numpy(dtype=object)
-        tally.add(h3cells.cell_counts(h3cells.counted_cells(lat, lon), layers, live))
+        live = (records["status"] != "removed").to_numpy(dtype=bool, na_value=True)
+        tally.add(h3cells.counts_of(lat, lon, records["layer"].to_numpy(dtype=object), live))
     return batch
+
+
+def counts_table(counts: h3cells.CellCounts) -> pa.Table:
+    """h3_counts rows (or changes to them) as an Arrow table, to COPY."""
+    return pa.table({
+        "resolution": counts.resolution,
+        "layer": pa.array(counts.layer, pa.string()),
+        "cell": counts.cell,
+        "count": counts.count,
+    })  # fmt: skip
 
 
 def csv_payload(table: pa.Table) -> pa.Buffer:
@@ -477,9 +486,9 @@ def end_bulk(cur: psycopg.Cursor[Any], bulk: BulkLoad | None) -> None:
     for definition in bulk.indexes:
         cur.execute(sql.SQL(definition))
     if bulk.tally is not None:
-        if bulk.tally.counts is not None:
+        if bulk.tally.counts is not None and len(bulk.tally.counts):
             counts = Batch()
-            counts.add("h3_counts", bulk.tally.counts)
+            counts.add("h3_counts", counts_table(bulk.tally.counts))
             send(cur, counts)
         cur.execute(
             sql.SQL("ALTER TABLE facilities ENABLE TRIGGER {}").format(

@@ -31,7 +31,7 @@ from ingest import crs as crs_mod
 from ingest import identity, load, transform, validate
 from ingest.load import LoadCounts
 from ingest.mapping import Mapping, resolve
-from ingest.readers import CHUNK_ROWS, Chunk, Source, open_source
+from ingest.readers import CHUNK_ROWS, FIRST_CHUNK_ROWS, Chunk, Source, open_source
 from ingest.report import MAX_STORED_ISSUES, IngestError, IngestReport, Issue
 from ingest.runs import record_run
 
@@ -333,11 +333,7 @@ class _Writer:
             raise self.error
 
 
-#: rows of the first piece of a file: the database starts on it while the rest is converted
-FIRST_PIECE_ROWS = 5_000
-
-
-def _small_first(chunks: Iterator[Chunk], rows: int = FIRST_PIECE_ROWS) -> Iterator[Chunk]:
+def _small_first(chunks: Iterator[Chunk], rows: int = FIRST_CHUNK_ROWS) -> Iterator[Chunk]:
     """The chunks, the first one in pieces of doubling size (5,000, 10,000, 20,000, …).
 
     Until its first rows arrive the database has nothing to do: small pieces first get it

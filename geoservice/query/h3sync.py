@@ -21,7 +21,7 @@ import pyarrow as pa
 from psycopg import sql
 
 from ingest import h3cells
-from ingest.load import csv_payload
+from ingest.load import counts_table, csv_payload
 
 #: most queued facilities one sync handles (~1 s of h3 work); a request syncs one batch
 SYNC_BATCH = 50_000
@@ -88,7 +88,7 @@ def plan(rows: list[dict[str, Any]]) -> pa.Table:
     weights = np.concatenate(
         [np.ones(len(now), dtype=np.int32), np.full(len(old), -1, dtype=np.int32)]
     )
-    return h3cells.cell_counts(h3cells.counted_cells(lat, lon), layers, weights)
+    return counts_table(h3cells.cell_counts(h3cells.counted_cells(lat, lon), layers, weights))
 
 
 async def pending_count(conn: psycopg.AsyncConnection[dict[str, Any]]) -> int:
