@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import h3.api.basic_int as h3_int
 import numpy as np
+import pandas as pd
 
 #: the resolutions counted per cell in h3_counts (finer ones are bucketed on request)
 COUNTED = range(11)
@@ -64,7 +65,7 @@ def cell_counts(cells: np.ndarray, layers: np.ndarray, weights: np.ndarray) -> C
     """
     keep = weights != 0
     resolutions = cells.shape[1]
-    names, codes = np.unique(np.asarray(layers, dtype=object)[keep], return_inverse=True)
+    codes, names = pd.factorize(np.asarray(layers, dtype=object)[keep])
     return _summed(
         np.repeat(codes, resolutions),
         names,
@@ -81,7 +82,7 @@ def counts_of(lat: np.ndarray, lon: np.ndarray, layers: np.ndarray, live: np.nda
 def summed(*parts: CellCounts) -> CellCounts:
     """Counts summed per (resolution, layer, cell); sums of 0 left out."""
     layers = np.concatenate([p.layer for p in parts]) if parts else np.empty(0, dtype=object)
-    names, codes = np.unique(layers, return_inverse=True)
+    codes, names = pd.factorize(layers)
     return _summed(
         codes,
         names,
@@ -99,7 +100,7 @@ def _summed(
     per layer one sort of the cells groups by (resolution, cell): no three-key sort.
     """
     parts: list[tuple[np.ndarray, str, np.ndarray]] = []
-    for code, name in enumerate(names.tolist()):
+    for code, name in enumerate(list(names)):
         mine = codes == code
         cell, inverse = np.unique(cells[mine], return_inverse=True)
         sums = np.bincount(inverse, weights=weights[mine], minlength=len(cell))
@@ -108,7 +109,9 @@ def _summed(
     cell = np.concatenate([c for c, _, _ in parts]) if parts else np.empty(0, dtype=np.int64)
     return CellCounts(
         resolution=((cell >> 52) & 0xF).astype(np.int16),
-        layer=np.array([name for c, name, _ in parts for _ in range(len(c))], dtype=object),
+        layer=np.repeat(
+            np.array([name for _, name, _ in parts], dtype=object), [len(c) for c, _, _ in parts]
+        ),
         cell=cell,
         count=np.concatenate([n for _, _, n in parts]) if parts else np.empty(0, dtype=np.int32),
     )
