@@ -121,8 +121,8 @@ class Tally:
     """Counts per (resolution, layer, cell) summed chunk by chunk (a bulk load's).
 
     Only counted resolutions: a district's coarse cells are a few thousand rows, however many
-    facilities are counted in them. (Counting in a process of its own was tried: on two cores
-    the load is CPU-bound, and the worker's start-up and traffic cost what it saved.)
+    facilities are counted in them. (ingest.h3tally.TallyProcess does the same in a process of
+    its own.)
     """
 
     def __init__(self) -> None:
@@ -131,6 +131,19 @@ class Tally:
     def add(self, counts: CellCounts) -> None:
         """Add counts (of `cell_counts`)."""
         self.counts = counts if self.counts is None else summed(self.counts, counts)
+
+    def add_points(
+        self, lat: np.ndarray, lon: np.ndarray, layers: np.ndarray, live: np.ndarray
+    ) -> None:
+        """Count facilities at these points, of these layers, where `live`."""
+        self.add(counts_of(lat, lon, layers, live))
+
+    def result(self) -> CellCounts:
+        """Everything counted."""
+        return self.counts if self.counts is not None else summed()
+
+    def close(self) -> None:
+        """Nothing to stop (the process tally's counterpart)."""
 
 
 def _cells_at(lats: list[float], lons: list[float], resolution: int) -> np.ndarray:

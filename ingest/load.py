@@ -30,6 +30,7 @@ import pyarrow.csv as pa_csv
 from psycopg import sql
 
 from ingest import h3cells
+from ingest.h3tally import TallyProcess
 from layers import facility
 
 #: COPY column order: the record columns (layers.facility), where each row came from, its hash
@@ -113,6 +114,12 @@ WHERE f.source = %(source)s AND {live}
 
 #: a first load of at least this many rows into an empty table is a bulk load
 BULK_LOAD_MIN_ROWS = 50_000
+#: a bulk load of at least this many rows counts its H3 cells in a process of its own
+#: (ingest.h3tally: starting it costs ~0.2 s of the other core)
+TALLY_PROCESS_MIN_ROWS = 50_000
+
+#: where a bulk load counts its facilities' H3 cells: here, or in a process of its own
+Tally = h3cells.Tally | TallyProcess
 
 # unique constraints no foreign key uses (a foreign key records its index) and nothing but
 # their own index depends on
@@ -294,7 +301,7 @@ def stage(cur: psycopg.Cursor[Any], records: pd.DataFrame) -> int:
     return send(cur, staging_batch(records)).staged
 
 
-def new_batch(records: pd.DataFrame, source: str, *, tally: h3cells.Tally | None = None) -> Batch:
+def new_batch(records: pd.DataFrame, source: str, *, tally: Tally | None = None) -> Batch:
     """Records of a source that has no facilities yet, to COPY straight into the table.
 
     `tally`: their H3 counts are added to it (a bulk load, the H3 queue's trigger off:
@@ -322,7 +329,7 @@ def new_batch(records: pd.DataFrame, source: str, *, tally: h3cells.Tally | None
     if tally is not None:
         # counted where live, as geoservice.query.h3sync would count them once queued
         live = (records["status"] != "removed").to_numpy(dtype=bool, na_value=True)
-        tally.add(h3cells.counts_of(lat, lon, records["layer"].to_numpy(dtype=object), live))
+        tally.add_points(lat, lon, records["layer"].to_numpy(dtype=object), live)
     return batch
 
 
@@ -381,7 +388,7 @@ class BulkLoad:
     indexes: list[str] = field(default_factory=list)
     #: the H3 insert trigger is off: the batches count their cells here (`new_batch`), and
     #: `end_bulk` writes the counts
-    tally: h3cells.Tally | None = None
+    tally: Tally | None = None
 
     @property
     def index_h3(self) -> bool:
@@ -405,12 +412,15 @@ def begin_bulk(cur: psycopg.Cursor[Any], expected_rows: int | None) -> BulkLoad 
     if expected_rows is None or expected_rows < BULK_LOAD_MIN_ROWS or not _empty(cur):
         return None
     try:
-        return _set_aside(cur)
+        bulk = _set_aside(cur)
     except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):
         # Readers still busy with the table, or another load waiting for it just as this one
         # does (both hold a share lock since they looked): load incrementally instead of
         # waiting. Rolled back to its savepoint, nothing was set aside.
         return None
+    if bulk is not None and bulk.tally is not None and expected_rows >= TALLY_PROCESS_MIN_ROWS:
+        bulk.tally = TallyProcess()
+    return bulk
 
 
 def _set_aside(cur: psycopg.Cursor[Any]) -> BulkLoad | None:
@@ -466,7 +476,7 @@ def _set_h3_aside(cur: psycopg.Cursor[Any], bulk: BulkLoad) -> None:
             sql.Identifier(_H3_INSERT_TRIGGER)
         )
     )
-    bulk.tally = h3cells.Tally()
+    bulk.tally = h3cells.Tally()  # a placeholder until the set-aside is kept (`begin_bulk`)
 
 
 def end_bulk(cur: psycopg.Cursor[Any], bulk: BulkLoad | None) -> None:
@@ -486,9 +496,10 @@ def end_bulk(cur: psycopg.Cursor[Any], bulk: BulkLoad | None) -> None:
     for definition in bulk.indexes:
         cur.execute(sql.SQL(definition))
     if bulk.tally is not None:
-        if bulk.tally.counts is not None and len(bulk.tally.counts):
+        counted = bulk.tally.result()
+        if len(counted):
             counts = Batch()
-            counts.add("h3_counts", counts_table(bulk.tally.counts))
+            counts.add("h3_counts", counts_table(counted))
             send(cur, counts)
         cur.execute(
             sql.SQL("ALTER TABLE facilities ENABLE TRIGGER {}").format(

@@ -186,51 +186,55 @@ def _run(
         # only a first load may be a bulk load (load.begin_bulk says when)
         bulk = load.begin_bulk(cur, source.total) if fresh else None
         tally = bulk.tally if bulk is not None else None
-        writer = _Writer(cur)
-        seen = _SeenIds()
         try:
-            for chunk in _small_first(source.chunks(options.chunk_rows)):
-                records, rejected, chunk_failed = _chunk(
-                    chunk, source, resolved, choice, options, source_name, report
+            writer = _Writer(cur)
+            seen = _SeenIds()
+            try:
+                for chunk in _small_first(source.chunks(options.chunk_rows)):
+                    records, rejected, chunk_failed = _chunk(
+                        chunk, source, resolved, choice, options, source_name, report
+                    )
+                    report.read += len(chunk.frame)
+                    records, duplicated = seen.check(records, report)
+                    failed = failed or chunk_failed or duplicated
+                    if not failed or options.skip_invalid:
+                        if fresh:
+                            writer.put(load.new_batch, records, source_name, tally=tally)
+                        else:
+                            # --full must not mark listed but rejected rows removed
+                            listed = [sid for sid, _ in rejected] if options.full else []
+                            writer.put(load.staging_batch, records, listed)
+                    if progress is not None:
+                        progress(report.read, source.total)
+            except BaseException:
+                writer.close(quiet=True)
+                raise
+            writer.close()
+            if report.read == 0:
+                raise IngestError(f"{path.name} holds no facilities (0 rows): nothing to load")
+            if failed and not options.skip_invalid:
+                report.outcome = "failed"
+                report.reason = (
+                    f"{report.rejected:,} of {report.read:,} row(s) invalid; nothing written "
+                    "(fix them, or load the rest with --skip-invalid)"
                 )
-                report.read += len(chunk.frame)
-                records, duplicated = seen.check(records, report)
-                failed = failed or chunk_failed or duplicated
-                if not failed or options.skip_invalid:
-                    if fresh:
-                        writer.put(load.new_batch, records, source_name, tally=tally)
-                    else:
-                        # --full must not mark listed but rejected rows removed
-                        listed = [sid for sid, _ in rejected] if options.full else []
-                        writer.put(load.staging_batch, records, listed)
-                if progress is not None:
-                    progress(report.read, source.total)
-        except BaseException:
-            writer.close(quiet=True)
-            raise
-        writer.close()
-        if report.read == 0:
-            raise IngestError(f"{path.name} holds no facilities (0 rows): nothing to load")
-        if failed and not options.skip_invalid:
-            report.outcome = "failed"
-            report.reason = (
-                f"{report.rejected:,} of {report.read:,} row(s) invalid; nothing written "
-                "(fix them, or load the rest with --skip-invalid)"
-            )
-            raise _Rollback
-        if not fresh and "source_id" not in resolved.field_columns:
-            # no ids in the file: a re-surveyed place updates its facility (ingest.identity)
-            report.extend(identity.match_moved(cur, source_name)[1])
-        counts = writer.counts if fresh else load.upsert_staged(cur, source_name)
-        report.inserted, report.updated = counts.inserted, counts.updated
-        report.unchanged = counts.unchanged
-        report.removed = load.finish(cur, source_name, full=options.full and not fresh)
-        if options.dry_run:
-            # rolling back restores a bulk load's indexes too: no need to build them
-            report.outcome = "dry_run"
-            raise _Rollback
-        load.end_bulk(cur, bulk)
-        report.outcome = "ok"
+                raise _Rollback
+            if not fresh and "source_id" not in resolved.field_columns:
+                # no ids in the file: a re-surveyed place updates its facility (ingest.identity)
+                report.extend(identity.match_moved(cur, source_name)[1])
+            counts = writer.counts if fresh else load.upsert_staged(cur, source_name)
+            report.inserted, report.updated = counts.inserted, counts.updated
+            report.unchanged = counts.unchanged
+            report.removed = load.finish(cur, source_name, full=options.full and not fresh)
+            if options.dry_run:
+                # rolling back restores a bulk load's indexes too: no need to build them
+                report.outcome = "dry_run"
+                raise _Rollback
+            load.end_bulk(cur, bulk)
+            report.outcome = "ok"
+        finally:
+            if tally is not None:
+                tally.close()  # a process counting H3 cells stops with the load, however it ends
 
 
 class _SeenIds:
