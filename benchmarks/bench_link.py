@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--matters", type=int, default=1_206)
     parser.add_argument("--quick", action="store_true", help="5,000 facilities × 5,000 documents")
     parser.add_argument("--seed", type=int, default=42)
-    args = parser.parse_args(argv if argv is not None else [])
+    args = parser.parse_args(argv)  # None: sys.argv (python -m benchmarks NAME --option)
     if args.quick:
         args.facilities, args.documents = 5_000, 5_000
 

@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="one small run (5,000)")
     parser.add_argument("--no-browser", action="store_true", help="skip the Chromium timings")
-    args = parser.parse_args(argv if argv is not None else [])
+    args = parser.parse_args(argv)  # None: sys.argv (python -m benchmarks NAME --option)
     sizes = [5_000] if args.quick else args.rows
     ok = True
     for rows in sizes:
