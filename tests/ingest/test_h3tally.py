@@ -17,7 +17,6 @@ from ingest.mapping import Mapping
 from ingest.pipeline import IngestFailed, IngestOptions, run_ingest
 from tests.ingest.test_bulk import ROWS, assert_h3_exact, scale_gpkg
 
-
 __all__ = ["scale_gpkg"]  # the module's fixture: a GeoPackage of ROWS facilities
 
 
