@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import time
@@ -227,7 +228,13 @@ def demo(
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    finally:
+        # Whatever is alive now dies with the process: frozen, the collections of the
+        # interpreter's shutdown skip it (~0.2 s of every command's exit with pandas and Arrow
+        # loaded, measured against the same imports without)
+        gc.freeze()
 
 
 if __name__ == "__main__":
