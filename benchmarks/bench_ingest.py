@@ -1,21 +1,23 @@
 """Ingest throughput: what the user waits for, `servicemap ingest` end to end, vs to_postgis.
 
 For each size (200,000 and 1,000,000 facilities by default) writes `servicemap sample --scale N`
-(GeoPackage), then:
+(GeoPackage), then, each measurement after a CHECKPOINT and once no autovacuum worker is busy:
 1. baseline: ``GeoDataFrame.to_postgis`` (SQLAlchemy, psycopg driver) of the same rows into a
-   fresh table, timed around the write alone;
-2. end to end, in a database of its own: ``servicemap ingest facilities.gpkg --layer-field layer
-   --source scale`` as a subprocess, everything the user waits for: reading, validation, COPY,
-   upsert, index maintenance, the run record, H3 indexing and facility ↔ matter linking;
+   table of its own, timed around the write alone (the file read beforehand);
+2. end to end, into the same fresh database's (empty) facilities: ``servicemap ingest
+   facilities.gpkg --layer-field layer --source scale`` as a subprocess, everything the user
+   waits for: starting, reading, validation, COPY, index builds, H3 counts, the run record,
+   facility ↔ matter linking and the statistics;
+   with ``--rounds N`` both N times, each round in a fresh database, taking turns at going
+   first; the medians are compared;
 3. load only, in another database: the same command with ``--no-h3 --no-link`` (printed beside
-   it; a first load into an empty table writes its H3 cells as it loads, so this one includes
+   it; a first load into an empty table counts its H3 cells as it loads, so this one includes
    them too: --no-h3 only leaves queued facilities to the first /api/v1/h3 requests), then again
    on the unchanged file (must write nothing, and be no slower);
 and prints the rate ratio end to end (target ≥ 0.5) with the load-only ratio beside it, the
 re-ingest ratio (first / again, target ≥ 1) and the peak RSS of the ingest's processes (target
 ≤ 500 MB at every size; the ingest and its H3 counting process summed, sampled by a small
-launcher process). Exits 1
-if a target is missed.
+launcher process). Exits 1 if a target is missed.
 
     python -m benchmarks.bench_ingest [--rows N …] [--rounds N]
 """
@@ -95,18 +97,45 @@ def _ingest(url: str, path: Path, *, derived: bool) -> tuple[float, float]:
     return float(elapsed), max(float(largest_kb), float(tree_kb)) / 1024
 
 
-def _one_size(rows: int, rounds: int = 1) -> list[str]:
-    """Run the three measurements at one size; print them; the targets missed.
-
-    With `rounds` > 1 the baseline and the whole ingest are timed that many times, one after
-    the other, each in a fresh database; the medians are compared.
-    """
+def _to_postgis(url: str, gpkg: Path) -> float:
+    """Seconds `GeoDataFrame.to_postgis` takes to write the file's rows (read beforehand)."""
     import geopandas as gpd
     import pyogrio
     import sqlalchemy
 
-    from benchmarks.common import own_database
     from geoservice.db.connection import sqlalchemy_url
+
+    frame: gpd.GeoDataFrame = pyogrio.read_dataframe(gpkg, use_arrow=True)
+    engine = sqlalchemy.create_engine(sqlalchemy_url(url))
+    try:
+        started = time.perf_counter()
+        frame.to_postgis("bench_to_postgis", engine, if_exists="replace", index=False)
+        return time.perf_counter() - started
+    finally:
+        engine.dispose()
+
+
+def _quiesce(url: str, wait_s: float = 30.0) -> None:
+    """A checkpoint, then wait (up to `wait_s`) until no autovacuum worker is busy."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            busy = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+            ).fetchone()
+            if not busy or not busy[0]:
+                return
+            time.sleep(0.2)
+
+
+def _one_size(rows: int, rounds: int = 1) -> list[str]:
+    """Run the three measurements at one size; print them; the targets missed.
+
+    With `rounds` > 1 the baseline and the whole ingest are timed that many times, taking turns
+    at going first, each round in a fresh database; the medians are compared.
+    """
+    from benchmarks.common import own_database
     from ingest.sample import write_scaled
 
     with tempfile.TemporaryDirectory(prefix="bench_ingest_") as tmp:
@@ -114,23 +143,25 @@ def _one_size(rows: int, rounds: int = 1) -> list[str]:
         gpkg = write_scaled(Path(tmp), rows)["gpkg"]
         print(f"sample: {rows:,} facilities written in {time.perf_counter() - started:.1f}s")
         baselines, wholes, whole_mb = [], [], 0.0
-        for _ in range(rounds):
+        for number in range(rounds):
             with own_database("ingest_e2e") as url:
-                frame: gpd.GeoDataFrame = pyogrio.read_dataframe(gpkg, use_arrow=True)
-                engine = sqlalchemy.create_engine(sqlalchemy_url(url))
-                started = time.perf_counter()
-                frame.to_postgis("bench_to_postgis", engine, if_exists="replace", index=False)
-                baselines.append(time.perf_counter() - started)
-                engine.dispose()
-                del frame
-                seconds, mb = _ingest(url, gpkg, derived=True)
-                wholes.append(seconds)
-                whole_mb = max(whole_mb, mb)
+                # each in a quiet server, in turn first: the writes of one (a checkpoint, the
+                # autovacuum of a fresh table) must not land on the other's time
+                for which in ("baseline", "whole") if number % 2 == 0 else ("whole", "baseline"):
+                    _quiesce(url)
+                    if which == "baseline":
+                        baselines.append(_to_postgis(url, gpkg))
+                    else:
+                        seconds, mb = _ingest(url, gpkg, derived=True)
+                        wholes.append(seconds)
+                        whole_mb = max(whole_mb, mb)
         baseline_s, whole_s = statistics.median(baselines), statistics.median(wholes)
         if rounds > 1:
             print(f"rounds: to_postgis {_seconds(baselines)}; whole ingest {_seconds(wholes)}")
         with own_database("ingest_load") as url:
+            _quiesce(url)
             first_s, first_mb = _ingest(url, gpkg, derived=False)
+            _quiesce(url)
             again_s, again_mb = _ingest(url, gpkg, derived=False)
             with psycopg.connect(url) as conn:
                 last = conn.execute(
