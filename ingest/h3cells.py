@@ -56,6 +56,16 @@ class CellCounts:
     def __len__(self) -> int:
         return len(self.cell)
 
+    @classmethod
+    def empty(cls) -> CellCounts:
+        """No counts at all."""
+        return cls(
+            np.empty(0, dtype=np.int16),
+            np.empty(0, dtype=object),
+            np.empty(0, dtype=np.int64),
+            np.empty(0, dtype=np.int32),
+        )
+
 
 def cell_counts(cells: np.ndarray, layers: np.ndarray, weights: np.ndarray) -> CellCounts:
     """The sum of `weights` per (resolution, layer, cell) of facilities' cells (n × 11).
@@ -79,15 +89,15 @@ def counts_of(lat: np.ndarray, lon: np.ndarray, layers: np.ndarray, live: np.nda
     return cell_counts(counted_cells(lat, lon), layers, np.asarray(live, dtype=np.int32))
 
 
-def summed(*parts: CellCounts) -> CellCounts:
+def summed(first: CellCounts, *more: CellCounts) -> CellCounts:
     """Counts summed per (resolution, layer, cell); sums of 0 left out."""
-    layers = np.concatenate([p.layer for p in parts]) if parts else np.empty(0, dtype=object)
-    codes, names = pd.factorize(layers)
+    parts = (first, *more)
+    codes, names = pd.factorize(np.concatenate([p.layer for p in parts]))
     return _summed(
         codes,
         names,
-        np.concatenate([p.cell for p in parts]) if parts else np.empty(0, dtype=np.int64),
-        np.concatenate([p.count for p in parts]).astype(np.int64) if parts else np.empty(0),
+        np.concatenate([p.cell for p in parts]),
+        np.concatenate([p.count for p in parts]).astype(np.int64),
     )
 
 
@@ -106,14 +116,16 @@ def _summed(
         sums = np.bincount(inverse, weights=weights[mine], minlength=len(cell))
         nonzero = sums != 0
         parts.append((cell[nonzero], name, sums[nonzero].astype(np.int32)))
-    cell = np.concatenate([c for c, _, _ in parts]) if parts else np.empty(0, dtype=np.int64)
+    if not parts:
+        return CellCounts.empty()
+    cell = np.concatenate([c for c, _, _ in parts])
     return CellCounts(
         resolution=((cell >> 52) & 0xF).astype(np.int16),
         layer=np.repeat(
             np.array([name for _, name, _ in parts], dtype=object), [len(c) for c, _, _ in parts]
         ),
         cell=cell,
-        count=np.concatenate([n for _, _, n in parts]) if parts else np.empty(0, dtype=np.int32),
+        count=np.concatenate([n for _, _, n in parts]),
     )
 
 
@@ -121,29 +133,16 @@ class Tally:
     """Counts per (resolution, layer, cell) summed chunk by chunk (a bulk load's).
 
     Only counted resolutions: a district's coarse cells are a few thousand rows, however many
-    facilities are counted in them. (ingest.h3tally.TallyProcess does the same in a process of
-    its own.)
+    facilities are counted in them. (A bulk load keeps one in a process of its own:
+    ingest.h3tally.)
     """
 
     def __init__(self) -> None:
-        self.counts: CellCounts | None = None
+        self.counts = CellCounts.empty()
 
     def add(self, counts: CellCounts) -> None:
         """Add counts (of `cell_counts`)."""
-        self.counts = counts if self.counts is None else summed(self.counts, counts)
-
-    def add_points(
-        self, lat: np.ndarray, lon: np.ndarray, layers: np.ndarray, live: np.ndarray
-    ) -> None:
-        """Count facilities at these points, of these layers, where `live`."""
-        self.add(counts_of(lat, lon, layers, live))
-
-    def result(self) -> CellCounts:
-        """Everything counted."""
-        return self.counts if self.counts is not None else summed()
-
-    def close(self) -> None:
-        """Nothing to stop (the process tally's counterpart)."""
+        self.counts = summed(self.counts, counts)
 
 
 def _cells_at(lats: list[float], lons: list[float], resolution: int) -> np.ndarray:

@@ -178,7 +178,7 @@ def _serve(source: IO[bytes], sink: IO[bytes]) -> None:
         tally.add(h3cells.counts_of(lat, lon, names[codes], live))
     else:
         return  # the load stopped without asking: nothing to answer
-    counts = tally.counts if tally.counts is not None else h3cells.summed()
+    counts = tally.counts
     codes, names = pd.factorize(counts.layer)
     sink.write(struct.pack("<Q", len(counts)))
     encoded = _names(list(names))

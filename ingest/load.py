@@ -114,12 +114,6 @@ WHERE f.source = %(source)s AND {live}
 
 #: a first load of at least this many rows into an empty table is a bulk load
 BULK_LOAD_MIN_ROWS = 50_000
-#: a bulk load of at least this many rows counts its H3 cells in a process of its own
-#: (ingest.h3tally: starting it costs ~0.2 s of the other core)
-TALLY_PROCESS_MIN_ROWS = 50_000
-
-#: where a bulk load counts its facilities' H3 cells: here, or in a process of its own
-Tally = h3cells.Tally | TallyProcess
 
 # unique constraints no foreign key uses (a foreign key records its index) and nothing but
 # their own index depends on
@@ -301,7 +295,7 @@ def stage(cur: psycopg.Cursor[Any], records: pd.DataFrame) -> int:
     return send(cur, staging_batch(records)).staged
 
 
-def new_batch(records: pd.DataFrame, source: str, *, tally: Tally | None = None) -> Batch:
+def new_batch(records: pd.DataFrame, source: str, *, tally: TallyProcess | None = None) -> Batch:
     """Records of a source that has no facilities yet, to COPY straight into the table.
 
     `tally`: their H3 counts are added to it (a bulk load, the H3 queue's trigger off:
@@ -386,14 +380,10 @@ class BulkLoad:
     constraints: list[tuple[str, str]] = field(default_factory=list)
     #: definitions (pg_get_indexdef) of the dropped secondary indexes
     indexes: list[str] = field(default_factory=list)
-    #: the H3 insert trigger is off: the batches count their cells here (`new_batch`), and
-    #: `end_bulk` writes the counts
-    tally: Tally | None = None
-
-    @property
-    def index_h3(self) -> bool:
-        """Whether the load counts its facilities' H3 cells itself."""
-        return self.tally is not None
+    #: the H3 insert trigger is off: the load counts its facilities' cells itself
+    index_h3: bool = False
+    #: where the batches count them (`new_batch`); `end_bulk` writes the counts
+    tally: TallyProcess | None = None
 
 
 def begin_bulk(cur: psycopg.Cursor[Any], expected_rows: int | None) -> BulkLoad | None:
@@ -418,8 +408,8 @@ def begin_bulk(cur: psycopg.Cursor[Any], expected_rows: int | None) -> BulkLoad 
         # does (both hold a share lock since they looked): load incrementally instead of
         # waiting. Rolled back to its savepoint, nothing was set aside.
         return None
-    if bulk is not None and bulk.tally is not None and expected_rows >= TALLY_PROCESS_MIN_ROWS:
-        bulk.tally = TallyProcess()
+    if bulk is not None and bulk.index_h3:
+        bulk.tally = TallyProcess()  # started once the set-aside is kept
     return bulk
 
 
@@ -434,7 +424,7 @@ def _set_aside(cur: psycopg.Cursor[Any]) -> BulkLoad | None:
         # (rolling back to the savepoint) also releases the lock
         if not _empty(cur):
             raise psycopg.Rollback(savepoint)
-        _set_h3_aside(cur, bulk)
+        bulk.index_h3 = _set_h3_aside(cur)
         cur.execute("SELECT set_config('lock_timeout', %(t)s, true)", {"t": timeout})
         cur.execute(_SECONDARY_INDEXES)
         for index in [_dict(r) for r in cur.fetchall()]:
@@ -455,7 +445,7 @@ def _set_aside(cur: psycopg.Cursor[Any]) -> BulkLoad | None:
     return None
 
 
-def _set_h3_aside(cur: psycopg.Cursor[Any], bulk: BulkLoad) -> None:
+def _set_h3_aside(cur: psycopg.Cursor[Any]) -> bool:
     """With the H3 tables empty, the load counts its cells itself (`BulkLoad.tally`).
 
     The insert trigger would queue every new row in h3_pending, and sync_cells read them
@@ -468,7 +458,7 @@ def _set_h3_aside(cur: psycopg.Cursor[Any], bulk: BulkLoad) -> None:
     cur.execute(_H3_STATE, {"trigger": _H3_INSERT_TRIGGER})
     state = _one(cur)
     if state["enabled"] != "O" or not state["empty"]:
-        return
+        return False
     # readers of the (empty) counts are waited for as briefly as those of facilities
     cur.execute("LOCK TABLE h3_counts IN ACCESS EXCLUSIVE MODE")
     cur.execute(
@@ -476,7 +466,7 @@ def _set_h3_aside(cur: psycopg.Cursor[Any], bulk: BulkLoad) -> None:
             sql.Identifier(_H3_INSERT_TRIGGER)
         )
     )
-    bulk.tally = h3cells.Tally()  # a placeholder until the set-aside is kept (`begin_bulk`)
+    return True
 
 
 def end_bulk(cur: psycopg.Cursor[Any], bulk: BulkLoad | None) -> None:

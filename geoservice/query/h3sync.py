@@ -123,17 +123,10 @@ async def sync_cells(conn: psycopg.AsyncConnection[dict[str, Any]], batch: int =
         ids = [row["facility_id"] for row in rows]
         changed = [row["changed"] for row in rows]
         await conn.execute(_DONE, (ids, changed))
-        counted = [_counted(row) for row in rows]
-        await conn.execute(
-            _RECOUNTED,
-            (
-                ids,
-                changed,
-                [row["layer"] if c else None for row, c in zip(rows, counted, strict=True)],
-                [row["lon"] if c else None for row, c in zip(rows, counted, strict=True)],
-                [row["lat"] if c else None for row, c in zip(rows, counted, strict=True)],
-            ),
-        )
+        # what this sync counted each one as (NULL: not counted)
+        now = [(r["layer"], r["lon"], r["lat"]) if _counted(r) else (None,) * 3 for r in rows]
+        layers, lons, lats = ([n[i] for n in now] for i in range(3))
+        await conn.execute(_RECOUNTED, (ids, changed, layers, lons, lats))
         cursor = await conn.execute("SELECT count(*) AS n FROM h3_pending")
         left = await cursor.fetchone()
     return int(left["n"]) if left else 0

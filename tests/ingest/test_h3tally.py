@@ -33,9 +33,9 @@ def test_the_process_counts_what_the_load_would() -> None:
     here, there = h3cells.Tally(), TallyProcess()
     for start in range(0, len(lat), 7_000):
         part = slice(start, start + 7_000)
-        here.add_points(lat[part], lon[part], layers[part], live[part])
+        here.add(h3cells.counts_of(lat[part], lon[part], layers[part], live[part]))
         there.add_points(lat[part], lon[part], layers[part], live[part])
-    mine, theirs = here.result(), there.result()
+    mine, theirs = here.counts, there.result()
     assert len(mine) > 30_000
     for name in ("resolution", "layer", "cell", "count"):
         assert (getattr(mine, name) == getattr(theirs, name)).all(), name
@@ -58,7 +58,7 @@ def test_a_dead_process_is_a_clear_error() -> None:
 
 @pytest.fixture
 def tallies(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every counting process the loads start (each bulk load of more than 100 rows)."""
+    """Every counting process the loads start (a bulk load from 100 rows on)."""
     started: list[Any] = []
 
     class Recorded(TallyProcess):
@@ -69,7 +69,6 @@ def tallies(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
             started.append(self)
 
     monkeypatch.setattr(load, "BULK_LOAD_MIN_ROWS", 100)
-    monkeypatch.setattr(load, "TALLY_PROCESS_MIN_ROWS", 100)
     monkeypatch.setattr(load, "TallyProcess", Recorded)
     return started
 
