@@ -34,7 +34,7 @@ KNN_SQL = """\\set lon random(1140900, 1142300)
 \\set lat random(225200, 226200)
 SELECT id, ST_Distance(geom::geography, ST_SetSRID(ST_MakePoint(:lon / 10000.0, :lat / 10000.0), 4326)::geography, true) AS d
 FROM facilities WHERE layer = '{layer}' AND status <> 'removed'
-ORDER BY geom::geography <-> ST_SetSRID(ST_MakePoint(:lon / 10000.0, :lat / 10000.0), 4326)::geography
+ORDER BY geom <-> ST_SetSRID(ST_MakePoint(:lon / 10000.0, :lat / 10000.0), 4326)
 LIMIT 5;
 """
 

@@ -80,11 +80,6 @@ facilities = Table(
         "status IN ('active', 'temporarily_closed', 'removed')", name="facilities_status_check"
     ),
     Index("facilities_geom_idx", "geom", postgresql_using="gist"),
-    Index(
-        "facilities_geog_idx",
-        text("(geom::geography)"),
-        postgresql_using="gist",
-    ),
     Index("facilities_layer_idx", "layer"),
 )
 

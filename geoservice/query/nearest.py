@@ -1,29 +1,34 @@
 """The k nearest facilities by geodesic distance on the WGS 84 ellipsoid, exactly.
 
-The spatial index orders candidates by distance on a sphere (geography ``<->``); the ellipsoid
-differs from it by less than 0.6 % of the distance anywhere on Earth. So candidates are fetched
-by index and re-ranked by their ellipsoidal distance. Near the facilities that is the answer as
-soon as the k-th is nearer than anything unfetched can be: every unfetched one lies at sphere
-distance ≥ that of the last candidate, hence at ellipsoidal distance ≥ that times
-(1 - SPHERE_ERROR).
+The spatial index orders candidates by their distance in the lon/lat plane (geometry ``<->``,
+the same GiST index that serves boxes and tiles); candidates are fetched in that order and
+ranked by their ellipsoidal distance. Near the facilities that is the answer as soon as the
+k-th is nearer than anything unfetched can be: a geodesic of length s < S from P stays within
+S / M of P's latitude (M ≥ a(1 - e²), the meridian's least radius of curvature), so below
+φr = |φ| + S / M, where a parallel's radius is at least a cos φr; it changes longitude by at
+most S / (a cos φr), so when that stays clear of the antimeridian the stored coordinates differ
+by what the path travelled, and s ≥ min(M, a cos φr) · √(Δφ² + Δλ²) (``_unfetched_beyond``).
+Every unfetched facility is at least as far in the plane as the last candidate, so at least
+that far, scaled, on the ellipsoid. (Near a pole or the antimeridian the bound gives nothing
+and the far path below answers.)
 
-From far away that bound is useless: 1 % of 10,000 km is the whole district, widening the
-fetch by counts read every facility (3.6 s from the district's antipode), and even the index's
-own sphere order visits most entries. There the bound is taken from the H3 cells that hold
-facilities (``h3_counts``, exact per facility) instead: every facility in cell c lies within
-ρ_c (the cell's circumradius on the sphere, ×(1 + SPHERE_ERROR) for the ellipsoid, + 1 m) of
-the cell's centre, so by the triangle inequality of the ellipsoidal distance it lies between
-d(P, centre_c) - ρ_c and d(P, centre_c) + ρ_c from P (d exact, pyproj's geodesic). The cells
-nearest by their far edge that hold k facilities give a distance T within which k lie; only
-cells whose near edge is ≤ T can hold one of the k nearest. Coarse to fine: while those cells
-hold many facilities, the finer cells meeting their discs (``_cover``, provably all of them)
-are read with their counts, giving a nearer T and smaller discs, down to a few facilities. The
-facilities in lon/lat boxes around the last discs, plus those whose cells are still queued
-(``h3_pending``), are ranked by exact ellipsoidal distance (filters that leave fewer than k
-within T widen T). A point goes this way when it is more than FAR_M from every occupied coarse
-cell (``Extent``, cached per process: it only picks the path), or when the near path cannot
-prove its answer. The cost follows how many facilities lie near the k-th distance, not the
-distance.
+From far away the plane's order is useless: widening the fetch by counts read every facility
+(3.6 s from the district's antipode), and even the index's own order visits most entries. There
+the bound is taken from the H3 cells that hold facilities (``h3_counts``, exact per facility)
+instead: every facility in cell c lies within ρ_c (the cell's circumradius on the sphere, ×(1 +
+SPHERE_ERROR) for the ellipsoid, + 1 m) of the cell's centre, so by the triangle inequality of
+the ellipsoidal distance it lies between d(P, centre_c) - ρ_c and d(P, centre_c) + ρ_c from P
+(d exact, pyproj's geodesic). The cells nearest by their far edge that hold k facilities give a
+distance T within which k lie; only cells whose near edge is ≤ T can hold one of the k nearest.
+Coarse to fine: while those cells hold many facilities, the finer cells meeting their discs
+(``_cover``, provably all of them) are read with their counts, giving a nearer T and smaller
+discs, down to a few facilities. The facilities in lon/lat boxes around the last discs, plus
+those whose cells are still queued (``h3_pending``), are ranked by exact ellipsoidal distance
+(filters that leave fewer than k within T widen T). A point goes this way when it is more than
+FAR_M from every occupied coarse cell (``Extent``, cached per process: it only picks the path),
+or when the near path cannot prove its answer (from afar, near a pole or the antimeridian, or
+when filters evaluated in Python leave fewer than k among MAX_CANDIDATES). The cost follows how
+many facilities lie near the k-th distance, not the distance.
 
 Counts are read in the snapshot the facilities are read in. A process keeps the counts it read
 (``CellCache``): once nothing is queued, h3_counts is a function of the facilities, and
@@ -73,10 +78,15 @@ MAX_K = 100
 DEFAULT_K = 5
 #: farthest radius a client may ask for (metres)
 MAX_DISTANCE_M = 1_000_000.0
-#: conservative bound of |ellipsoidal - spherical| / spherical distance (true max ≈ 0.56 %)
+#: conservative bound of |ellipsoidal - spherical| / spherical distance (true max ≈ 0.56 %):
+#: an H3 cell's disc (a cap on the sphere) widened by it holds the cell on the ellipsoid
 SPHERE_ERROR = 0.01
 #: candidates fetched beyond k on the first try (each costs the index scan a heap visit)
 CANDIDATE_MARGIN = 3
+#: a k-th up to FAR_M away is proven by widening (4x the candidates) when the plane's bound
+#: needs at most this many times the reach fetched (a disc of 4x the area); otherwise, and
+#: farther, the far path's cells bound it
+WIDEN_REACH = 2.0
 #: most candidates one request reads; filters evaluated in Python widen up to this
 MAX_CANDIDATES = 20_000
 #: statement texts kept composed (filter combinations × candidate counts in use)
@@ -92,13 +102,12 @@ _SQL = f"""
 SELECT c.*, {{live_columns}}
 FROM (SELECT {{columns}},
              ST_Distance(f.geom::geography, q.pt, true) AS distance_m,
-             f.geom::geography <-> q.pt AS sphere_m
+             f.geom <-> q.g AS planar_deg
       FROM facilities f,
-           (SELECT ST_SetSRID(ST_MakePoint(%(lon)s::float8, %(lat)s::float8), 4326)::geography
-                   AS pt) q
+           (SELECT g, g::geography AS pt
+              FROM ST_SetSRID(ST_MakePoint(%(lon)s::float8, %(lat)s::float8), 4326) AS g) q
       WHERE {facility.live("f")} AND f.layer = ANY(%(layers)s) {{filters}}
-      ORDER BY f.geom::geography <-> ST_SetSRID(ST_MakePoint(%(lon)s::float8, %(lat)s::float8),
-                                                4326)::geography
+      ORDER BY f.geom <-> ST_SetSRID(ST_MakePoint(%(lon)s::float8, %(lat)s::float8), 4326)
       LIMIT {{limit}}) c
 {{live_joins}}
 """
@@ -329,8 +338,14 @@ def _compose(
 ) -> sql.Composed:
     conditions: list[sql.Composable] = []
     if filters.max_distance_m is not None:
-        # sphere radius widened by the sphere/ellipsoid bound: the exact cut is made below
-        conditions.append(sql.SQL("ST_DWithin(f.geom::geography, q.pt, %(within)s, false)"))
+        # the box holding the disc (the index's condition), the sphere's radius widened by
+        # the sphere/ellipsoid bound; the exact cut is made below
+        conditions.append(
+            sql.SQL(
+                "f.geom && ST_MakeEnvelope(%(bx0)s, %(by0)s, %(bx1)s, %(by1)s, 4326)"
+                " AND ST_DWithin(f.geom::geography, q.pt, %(within)s, false)"
+            )
+        )
     if filters.accessible:
         conditions.append(sql.SQL("f.accessible IS TRUE"))
     if filters.available:
@@ -377,10 +392,13 @@ async def nearest_facilities(
     params: dict[str, Any] = {"lat": lat, "lon": lon, "layers": filters.layers}
     if filters.max_distance_m is not None:
         params["within"] = filters.max_distance_m * (1 + SPHERE_ERROR) + 1.0
+        params["bx0"], params["by0"], params["bx1"], params["by1"] = disc_box(
+            lon, lat, filters.max_distance_m
+        )
     if closed:
         params["closed"] = closed
     if extent is not None and await extent.is_far(conn, lat, lon):
-        # far from every facility: the index's sphere order would read them all (docstring)
+        # far from every facility: the index's order would read them all (docstring)
         return await _far(
             conn, lat, lon, filters, params, math.inf, closed, settings, moment, cells
         )
@@ -392,22 +410,89 @@ async def nearest_facilities(
         rows = await cursor.fetchall()
         accepted = [r for r in rows if _passes(r, filters, timezone, moment)]
         accepted.sort(key=lambda r: (r["distance_m"], r["id"]))
-        exhausted = len(rows) < limit
-        if exhausted or limit >= MAX_CANDIDATES:
+        if len(rows) < limit:  # every facility passing the SQL filters was fetched
             return _taken(accepted[: filters.k])
-        # no facility beyond the fetched ones is nearer than this (ellipsoidal metres)
-        unseen_floor = max(float(r["sphere_m"]) for r in rows) * (1 - SPHERE_ERROR)
-        if filters.max_distance_m is not None and unseen_floor > filters.max_distance_m:
-            return _taken(accepted[: filters.k])
+        # every unfetched facility is at least this far in the plane
+        reached = max(float(r["planar_deg"]) for r in rows)
+        if filters.max_distance_m is not None:
+            needed = _planar_reach(lat, lon, filters.max_distance_m)
+            if needed is not None and needed <= reached:
+                return _taken(accepted[: filters.k])
         if len(accepted) >= filters.k:
             kth = float(accepted[filters.k - 1]["distance_m"])
-            if kth < unseen_floor:
+            needed = _planar_reach(lat, lon, kth)
+            if needed is not None and needed <= reached:
                 return _taken(accepted[: filters.k])
-            # far away: bound by cells, not by widening (the module docstring)
-            if filters.max_distance_m is not None:
-                kth = min(kth, filters.max_distance_m)
-            return await _far(conn, lat, lon, filters, params, kth, closed, settings, moment, cells)
+            widen = needed is not None and needed <= WIDEN_REACH * reached and kth <= FAR_M
+            if not widen or limit >= MAX_CANDIDATES:
+                # far away: bound by cells, not by widening (the module docstring)
+                if filters.max_distance_m is not None:
+                    kth = min(kth, filters.max_distance_m)
+                return await _far(
+                    conn, lat, lon, filters, params, kth, closed, settings, moment, cells
+                )
+        elif limit >= MAX_CANDIDATES:
+            # filters evaluated here left fewer than k in this many: the cells bound the rest
+            bound = math.inf if filters.max_distance_m is None else filters.max_distance_m
+            return await _far(
+                conn, lat, lon, filters, params, bound, closed, settings, moment, cells
+            )
         limit = min(limit * 4, MAX_CANDIDATES)
+
+
+def _planar_reach(lat: float, lon: float, metres: float) -> float | None:
+    """A distance in the lon/lat plane (degrees) from (lon, lat) beyond which every point lies
+    farther than `metres` on the ellipsoid; None when the bound gives none (near a pole or the
+    antimeridian).
+
+    By the module docstring's bound, for a distance S just over `metres`: a point nearer than
+    S lies nearer than S / min(M, a cos φr) in the plane. Rounding goes the safe way.
+    """
+    beyond = metres * (1 + 1e-9) + 1e-3
+    reach = abs(math.radians(lat)) + beyond / MERIDIAN_MIN_M
+    if reach >= math.pi / 2 * (1 - 1e-9):
+        return None
+    parallel_m = EQUATOR_M * math.cos(reach) * (1 - 1e-9)
+    if abs(lon) + math.degrees(beyond / parallel_m) * (1 + 1e-9) >= 180.0:
+        return None
+    return math.degrees(beyond / min(MERIDIAN_MIN_M, parallel_m)) * (1 + 1e-9)
+
+
+def disc_boxes(
+    lon: np.ndarray, lat: np.ndarray, radius: np.ndarray
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """(west, south, east, north) of lon/lat boxes holding discs of these centres and radii.
+
+    A path of length r changes latitude by at most r / M (M ≥ a(1 - e²), the meridian's least
+    radius of curvature) and longitude by at most r / (a cos φ) with φ the largest latitude it
+    reaches; boxes crossing the antimeridian are split in two.
+    """
+    dlat = np.degrees(radius / MERIDIAN_MIN_M) * (1 + 1e-9) + 1e-9
+    reach = np.minimum(np.abs(lat) + dlat, 90.0)
+    with np.errstate(divide="ignore"):
+        dlon = np.degrees(radius / (EQUATOR_M * np.cos(np.radians(reach)))) * (1 + 1e-9)
+    dlon = np.where((reach >= 90.0) | ~(dlon < 180.0), 180.0, dlon + 1e-9)
+    boxes: list[tuple[float, float, float, float]] = []
+    for x, half_lon, y, half_lat in zip(
+        lon.tolist(), dlon.tolist(), lat.tolist(), dlat.tolist(), strict=True
+    ):
+        south, north = max(y - half_lat, -90.0), min(y + half_lat, 90.0)
+        west, east = x - half_lon, x + half_lon
+        boxes.append((max(west, -180.0), south, min(east, 180.0), north))
+        if west < -180.0:
+            boxes.append((west + 360.0, south, 180.0, north))
+        if east > 180.0:
+            boxes.append((-180.0, south, east - 360.0, north))
+    return ([b[0] for b in boxes], [b[1] for b in boxes], [b[2] for b in boxes],
+            [b[3] for b in boxes])  # fmt: skip
+
+
+def disc_box(lon: float, lat: float, radius: float) -> tuple[float, float, float, float]:
+    """One lon/lat box holding the disc: ``disc_boxes``', all longitudes when it is split."""
+    west, south, east, north = disc_boxes(np.array([lon]), np.array([lat]), np.array([radius]))
+    if len(west) > 1:
+        return -180.0, min(south), 180.0, max(north)
+    return west[0], south[0], east[0], north[0]
 
 
 @lru_cache(maxsize=200_000)
@@ -483,31 +568,8 @@ class _Level:
         return np.asarray(self.nearest_m <= threshold)
 
     def boxes(self, mask: np.ndarray) -> tuple[list[float], list[float], list[float], list[float]]:
-        """(west, south, east, north) of lon/lat boxes holding the discs of the masked cells.
-
-        A path of length r changes latitude by at most r / M (M ≥ a(1 - e²), the meridian's
-        least radius of curvature) and longitude by at most r / (a cos φ) with φ the largest
-        latitude it reaches; boxes crossing the antimeridian are split in two.
-        """
-        lon, lat, radius = (self.discs[mask, i] for i in range(3))
-        dlat = np.degrees(radius / MERIDIAN_MIN_M) * (1 + 1e-9) + 1e-9
-        reach = np.minimum(np.abs(lat) + dlat, 90.0)
-        with np.errstate(divide="ignore"):
-            dlon = np.degrees(radius / (EQUATOR_M * np.cos(np.radians(reach)))) * (1 + 1e-9)
-        dlon = np.where((reach >= 90.0) | ~(dlon < 180.0), 180.0, dlon + 1e-9)
-        boxes: list[tuple[float, float, float, float]] = []
-        for x, half_lon, y, half_lat in zip(
-            lon.tolist(), dlon.tolist(), lat.tolist(), dlat.tolist(), strict=True
-        ):
-            south, north = max(y - half_lat, -90.0), min(y + half_lat, 90.0)
-            west, east = x - half_lon, x + half_lon
-            boxes.append((max(west, -180.0), south, min(east, 180.0), north))
-            if west < -180.0:
-                boxes.append((west + 360.0, south, 180.0, north))
-            if east > 180.0:
-                boxes.append((-180.0, south, east - 360.0, north))
-        return ([b[0] for b in boxes], [b[1] for b in boxes], [b[2] for b in boxes],
-                [b[3] for b in boxes])  # fmt: skip
+        """(west, south, east, north) of lon/lat boxes holding the discs of the masked cells."""
+        return disc_boxes(*(self.discs[mask, i] for i in range(3)))
 
 
 class _Stale(Exception):
@@ -789,7 +851,7 @@ _FAR_QUERIES: dict[tuple[bool, bool, bool, bool, bool, int, int], str] = {}
 def _taken(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         live.take(row)
-        for extra in ("sphere_m", "snapshot_version", "snapshot_pending"):
+        for extra in ("planar_deg", "snapshot_version", "snapshot_pending"):
             row.pop(extra, None)
     return rows
 

@@ -430,3 +430,91 @@ def test_boxes_hold_their_discs(centre: tuple[float, float], radius: float, seed
         assert any(
             w <= o <= e and s <= a <= nn for w, s, e, nn in zip(x0, y0, x1, y1, strict=True)
         ), (a, o, list(zip(x0, y0, x1, y1, strict=True)))
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    centre=st.one_of(
+        st.tuples(st.floats(-90, 90), st.floats(-180, 180)),
+        st.tuples(st.floats(-90, 90), st.sampled_from([-180.0, -179.9999, 179.9999, 180.0])),
+        st.tuples(st.sampled_from([-89.9999, -90.0, 89.9999, 90.0]), st.floats(-180, 180)),
+        st.tuples(st.floats(22.4, 22.7), st.floats(113.9, 114.4)),
+    ),
+    metres=st.floats(0.5, 2_000_000),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_points_within_a_distance_lie_within_its_planar_reach(
+    centre: tuple[float, float], metres: float, seed: int
+) -> None:
+    """The near path's bound: a point up to `metres` away on the ellipsoid is nearer than
+    ``_planar_reach`` in the lon/lat plane, or the bound says it has none."""
+    lat, lon = centre
+    reach = nearest_module._planar_reach(lat, lon, metres)
+    if abs(lat) < 60 and abs(lon) < 170 and metres < 100_000:
+        assert reach is not None  # it always has one away from the poles and antimeridian
+    if reach is None:
+        return
+    rng = np.random.default_rng(seed)
+    n = 300
+    distance = metres * np.sqrt(rng.uniform(0, 1, n))
+    distance[:30] = metres
+    to_lon, to_lat, _ = nearest_module.GEOD.fwd(
+        np.full(n, lon), np.full(n, lat), rng.uniform(-180, 180, n), distance
+    )
+    planar = np.hypot(np.asarray(to_lon) - lon, np.asarray(to_lat) - lat)
+    assert float(planar.max()) < reach, (float(planar.max()), reach)
+
+
+def test_the_near_path_ranks_across_the_planes_distortion(
+    make_db: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 60°N a degree of longitude is half one of latitude: the plane's order puts the
+    facilities due north first, the ellipsoid those due east. The near path still ranks
+    exactly, and proves it without the far path."""
+    url = make_db()
+    lat, lon = 60.0, 25.0
+    rows = []
+    for i in range(40):
+        n_lon, n_lat, _ = nearest_module.GEOD.fwd(lon, lat, 0.0, 1_000.0 + 25 * i)
+        e_lon, e_lat, _ = nearest_module.GEOD.fwd(lon, lat, 90.0, 600.0 + 25 * i)
+        rows.append({"id": f"n{i:02d}", "lon": n_lon, "lat": n_lat})
+        rows.append({"id": f"e{i:02d}", "lon": e_lon, "lat": e_lat})
+    insert_facilities(url, rows)
+    asyncio.run(_sync(url))
+    facilities = all_facilities(url)
+    statements = _statements(monkeypatch)
+    for k in (1, 5, 16, 45, 80):
+        got = asyncio.run(_nearest(url, lat, lon, Filters(layers=["toilet"], k=k)))
+        assert_matches(got, brute_force(facilities, lat, lon, k))
+        if k <= 16:  # due east up to 975 m, due north from 1,000 m
+            assert all(i.startswith("e") for i, _ in got), got
+    assert statements and not [q for q in statements if "snapshot_version" in q], statements
+
+
+@pytest.mark.parametrize(
+    "point", [(0.0, -179.9999), (0.0, 179.9999), (0.0005, 180.0), (89.9995, 10.0)]
+)
+def test_max_distance_across_the_antimeridian_and_at_a_pole(
+    make_db: Callable[[], str], point: tuple[float, float]
+) -> None:
+    """The index's box for max_distance_m holds the disc across the antimeridian and over a
+    pole (there: every longitude), so facilities just across are found and far ones are not."""
+    url = make_db()
+    rows = [
+        {"id": "west", "lon": 179.9995, "lat": 0.0},
+        {"id": "east", "lon": -179.999, "lat": 0.0},
+        {"id": "far", "lon": 179.0, "lat": 0.0},
+        {"id": "north", "lon": -170.0, "lat": 89.9999},
+        {"id": "pole_far", "lon": 100.0, "lat": 89.5},
+    ]
+    insert_facilities(url, rows)
+    asyncio.run(_sync(url))
+    facilities = all_facilities(url)
+    lat, lon = point
+    for limit_m in (50.0, 300.0, 2_000.0, 200_000.0):
+        for k in (1, 2, 5):
+            got = asyncio.run(
+                _nearest(url, lat, lon, Filters(layers=["toilet"], k=k, max_distance_m=limit_m))
+            )
+            expected = [(i, d) for i, d in brute_force(facilities, lat, lon, k) if d <= limit_m]
+            assert_matches(got, expected)

@@ -246,7 +246,7 @@ def test_bulk_load_with_facilities_already_queued_for_h3(
     report = _load(ingest, fresh_db, scale_gpkg)
     assert report.inserted == ROWS
     assert bulk_loads[0] is not None and not bulk_loads[0].index_h3
-    assert _index_oids(fresh_db)["facilities_geog_idx"] != oids["facilities_geog_idx"]
+    assert _index_oids(fresh_db)["facilities_geom_idx"] != oids["facilities_geom_idx"]
     stored = [r["id"] for r in rows(fresh_db, "SELECT id FROM facilities")]
     assert sorted(_queued(fresh_db)) == sorted([*stored, "deleted"])
     # every trigger (H3 queue, residents' events) is there and enabled again after the load
