@@ -2,9 +2,11 @@
 
 Each facility's cell at the 11 counted resolutions is 11 calls into h3, which hold Python's
 GIL: in the load's threads they took turns with reading and converting the file, and a
-1,000,000-row load ran on one core. Here the points go down a pipe (raw numpy bytes, ~0.6 MB
+1,000,000-row load ran on one core. Here the points go down a pipe (raw numpy bytes, ~0.5 MB
 a 25,000-row chunk) to ``python -m ingest.h3tally``, which counts them on the other core and
-sends the summed counts back when the load ends. A bounded outbox bounds what waits.
+sends the summed counts back when the load ends. It runs at a lower priority (NICENESS): the
+load and its database backend go first, and it catches up while the indexes are built. A
+bounded outbox (~30 MB) bounds what waits.
 
 Messages, little-endian: a chunk is ``n`` (u4), the length of its layer names (u4), the names
 joined by U+001F (UTF-8), then lat and lon (n × f8), layer codes (n × i2) and live flags
@@ -16,6 +18,7 @@ layer names (u4 length, then as above), resolution (m × i2), layer code (m × i
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import signal
 import struct
@@ -132,8 +135,12 @@ class TallyProcess:
         return RuntimeError(f"the H3 counting process failed: {stderr.strip()[-500:]}")
 
 
-#: chunks waiting to be written to the worker (each ~0.5 MB)
-_OUTBOX = 8
+#: chunks waiting to be written to the worker (each at most ~0.5 MB: 25,000 rows × 19 bytes)
+_OUTBOX = 64
+#: the worker's scheduling priority below the load's: on a machine whose cores the load, its
+#: database backend and the worker share, the load goes first and the worker catches up while
+#: the indexes are built (its counts are needed only after them)
+NICENESS = 10
 
 
 def _message(names: bytes, *arrays: np.ndarray) -> bytes:
@@ -196,4 +203,5 @@ def _serve(source: IO[bytes], sink: IO[bytes]) -> None:
 if __name__ == "__main__":
     # Ctrl-C reaches the whole process group: the load handles it, and closes the pipe
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(NICENESS)
     _serve(sys.stdin.buffer, sys.stdout.buffer)

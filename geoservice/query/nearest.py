@@ -379,7 +379,7 @@ async def nearest_facilities(
 ) -> list[dict[str, Any]]:
     """Rows of the k nearest facilities (ellipsoidal ``distance_m`` ascending), exact.
 
-    With an ``extent``, points far from every facility skip the index's sphere order; with
+    With an ``extent``, points far from every facility skip the index's order; with
     ``cells``, the far path reuses H3 counts while they cannot have changed.
 
     Each row carries its ``live`` status (toilets) and ``rating``, read in the same statement.

@@ -207,7 +207,7 @@ def test_far_points_read_a_few_facilities_not_all(
     district: str, point: tuple[float, float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """From the antipode the old loop fetched 8, 32, 128, 512, then 2,048 candidates; now
-    the sphere's 8, then the facilities of a few small cells once."""
+    the index's 8, then the facilities of a few small cells once."""
     params: list[Any] = []
     statements = _statements(monkeypatch, params)
     lat, lon = point
@@ -240,7 +240,7 @@ def test_kept_counts_follow_every_change(
     check("first: counts read in a snapshot and kept")
     statements = _statements(monkeypatch)
     check("unchanged: kept counts")
-    # the sphere's order first (no Extent here), then one statement: the candidates with
+    # the index's order first (no Extent here), then one statement: the candidates with
     # their snapshot's state; no counts read again, no transaction
     far = [q for q in statements if "snapshot_version" in q]
     assert len(far) == 1, statements

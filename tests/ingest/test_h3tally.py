@@ -3,6 +3,8 @@ error when it dies, and never left running, however the load ends."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 
 from geoservice.db.connection import connect
 from ingest import h3cells, load
-from ingest.h3tally import TallyProcess
+from ingest.h3tally import NICENESS, TallyProcess
 from ingest.mapping import Mapping
 from ingest.pipeline import IngestFailed, IngestOptions, run_ingest
 from tests.ingest.test_bulk import ROWS, assert_h3_exact, scale_gpkg
@@ -41,6 +43,22 @@ def test_the_process_counts_what_the_load_would() -> None:
         assert (getattr(mine, name) == getattr(theirs, name)).all(), name
     # nothing counted: an empty answer
     assert len(TallyProcess().result()) == 0
+
+
+def test_the_process_yields_the_cores_to_the_load() -> None:
+    """It runs NICENESS below the load, so the load and its backend go first."""
+    tally = TallyProcess()
+    try:
+        pid = tally._running().pid
+        for _ in range(200):  # the worker lowers its priority as it starts
+            # /proc/PID/stat: field 19 is the nice value (after the parenthesised name)
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            if int(fields[16]) == os.nice(0) + NICENESS:
+                break
+            time.sleep(0.05)
+        assert int(fields[16]) == os.nice(0) + NICENESS
+    finally:
+        tally.close()
 
 
 def test_a_dead_process_is_a_clear_error() -> None:
