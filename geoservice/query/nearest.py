@@ -118,28 +118,35 @@ _POINT = (
 )
 # the far path: facilities in boxes around the discs of the cells that may hold one of the k
 # nearest, and those whose cells are still queued, with what tells the snapshot's state (the
-# kept counts hold while it is the same); ranked in Python by exact ellipsoidal distance. The
-# planar index and no distance here: the geography discs' estimate (~50 rows, an expensive
-# distance each) crossed jit_above_cost, and compiling cost 20-850 ms for a few rows.
+# kept counts hold while it is the same); those within the threshold ranked by ellipsoidal
+# distance, the nearest `limit` with their full columns and live status (ALL when a filter is
+# evaluated in Python). The planar index and no distance in the join: the geography discs'
+# estimate (~50 rows, an expensive distance each) crossed jit_above_cost, and compiling cost
+# 20-850 ms for a few rows.
 _FAR_SQL = f"""
 SELECT s.version AS snapshot_version, s.pending AS snapshot_pending, c.*, {{live_columns}}
 FROM (SELECT (SELECT n FROM facilities_version) AS version,
              EXISTS (SELECT 1 FROM h3_pending) AS pending) s
-LEFT JOIN (SELECT DISTINCT ON (id) *
-           FROM (SELECT {{columns}}
-                   FROM unnest(%(x0)s::float8[], %(y0)s::float8[], %(x1)s::float8[],
-                               %(y1)s::float8[]) AS b(x0, y0, x1, y1)
-                   JOIN facilities f ON f.geom && ST_MakeEnvelope(b.x0, b.y0, b.x1, b.y1, 4326),
-                        {_POINT} q
-                  WHERE {facility.live("f")} AND f.layer = ANY(%(layers)s) {{filters}}
-                 UNION ALL
-                 SELECT {{columns}}
-                   FROM h3_pending p JOIN facilities f ON f.id = p.facility_id, {_POINT} q
-                  WHERE {facility.live("f")} AND f.layer = ANY(%(layers)s) {{filters}}) u
-           ORDER BY id) c ON true
+LEFT JOIN (SELECT *
+           FROM (SELECT DISTINCT ON (id) *
+                 FROM (SELECT {{columns}}, ST_Distance(f.geom::geography, q.pt, true) AS distance_m
+                         FROM unnest(%(x0)s::float8[], %(y0)s::float8[], %(x1)s::float8[],
+                                     %(y1)s::float8[]) AS b(x0, y0, x1, y1)
+                         JOIN facilities f
+                           ON f.geom && ST_MakeEnvelope(b.x0, b.y0, b.x1, b.y1, 4326),
+                              {_POINT} q
+                        WHERE {facility.live("f")} AND f.layer = ANY(%(layers)s) {{filters}}
+                       UNION ALL
+                       SELECT {{columns}}, ST_Distance(f.geom::geography, q.pt, true) AS distance_m
+                         FROM h3_pending p JOIN facilities f ON f.id = p.facility_id, {_POINT} q
+                        WHERE {facility.live("f")} AND f.layer = ANY(%(layers)s) {{filters}}) u
+                 ORDER BY id) d
+           WHERE distance_m <= %(threshold)s
+           ORDER BY distance_m, id
+           LIMIT {{limit}}) c ON true
 {{live_joins}}
 """
-#: occupied cells of one resolution for some layers (at most MAX_CELLS + 1 read)
+#: occupied cells of one resolution for some layers (at most (MAX_CELLS + 1) × layers rows read)
 _STATE_COLUMNS = (
     "(SELECT n FROM facilities_version) AS version, EXISTS (SELECT 1 FROM h3_pending) AS pending"
 )
@@ -334,8 +341,9 @@ def _query(filters: Filters, closed: bool, limit: int, settings: Settings) -> st
 
 
 def _compose(
-    filters: Filters, closed: bool, limit: int, settings: Settings, template: str = _SQL
+    filters: Filters, closed: bool, limit: int | None, settings: Settings, template: str = _SQL
 ) -> sql.Composed:
+    """The statement for these filters; `limit` rows at most (None: all)."""
     conditions: list[sql.Composable] = []
     if filters.max_distance_m is not None:
         # the box holding the disc (the index's condition), the sphere's radius widened by
@@ -359,7 +367,7 @@ def _compose(
     return sql.SQL(template).format(
         columns=sql.SQL(FEATURE_COLUMNS),
         filters=extra,
-        limit=sql.Literal(limit),
+        limit=sql.SQL("ALL") if limit is None else sql.Literal(limit),
         live_columns=live.columns(settings),
         live_joins=live.joins("c"),
     )
@@ -601,7 +609,10 @@ async def _occupied_cells(
     resolution = FAR_RESOLUTIONS[0]
     # one row of two arrays: a row per cell cost more in Python than the query
     for resolution in FAR_RESOLUTIONS:
-        cursor = await conn.execute(_CELLS, (resolution, layer_keys, MAX_CELLS + 1))
+        # a cell has a row per layer: this many rows hold more than MAX_CELLS cells, and fewer
+        # are all there are
+        rows = (MAX_CELLS + 1) * len(layer_keys)
+        cursor = await conn.execute(_CELLS, (resolution, layer_keys, rows))
         row = await cursor.fetchone()
         _check(row, store, checked)
         cells, counts = (list(row["cells"]), list(row["counts"])) if row else ([], [])
@@ -793,7 +804,13 @@ class _FarSearch:
         """The accepted facilities at most `threshold` away, nearest first."""
         x0, y0, x1, y1 = level.boxes(level.within(threshold))
         query = _far_query(self.filters, bool(self.closed), self.settings)
-        params = {**self.params, "x0": x0, "y0": y0, "x1": x1, "y1": y1}
+        params = {
+            **self.params,
+            **{
+                name: _float_array(v) for name, v in zip(_BOX_PARAMS, (x0, y0, x1, y1), strict=True)
+            },
+            "threshold": threshold,
+        }
         if checked or len(x0) <= JIT_SAFE_BOXES:
             rows = await (await self.conn.execute(query, params, prepare=True)).fetchall()
         else:
@@ -808,39 +825,42 @@ class _FarSearch:
             store,
             checked,
         )
-        rows = [r for r in rows if r["id"] is not None]
-        if rows:
-            lat, lon = self.point
-            n = len(rows)
-            _, _, metres = GEOD.inv(
-                np.full(n, lon),
-                np.full(n, lat),
-                np.array([r["lon"] for r in rows], dtype=float),
-                np.array([r["lat"] for r in rows], dtype=float),
-            )
-            for row, distance in zip(rows, metres.tolist(), strict=True):
-                row["distance_m"] = distance
+        # within the threshold and nearest first already (the statement's ORDER BY)
         timezone = self.settings.district.timezone
-        accepted = [
+        return [
             r
             for r in rows
-            if r["distance_m"] <= threshold and _passes(r, self.filters, timezone, self.moment)
+            if r["id"] is not None and _passes(r, self.filters, timezone, self.moment)
         ]
-        accepted.sort(key=lambda r: (r["distance_m"], r["id"]))
-        return accepted
+
+
+#: the parameters holding the boxes' edges
+_BOX_PARAMS = ("x0", "y0", "x1", "y1")
+
+
+def _float_array(values: list[float]) -> str:
+    """A float8[] literal of `values`: repr is exact, and psycopg's list dumper cost ~0.3 ms a
+    request for the boxes' few hundred floats."""
+    return "{" + ",".join(map(repr, values)) + "}"
 
 
 def _far_query(filters: Filters, closed: bool, settings: Settings) -> str:
-    """The far path's statement text for one combination, composed once like ``_query``'s."""
+    """The far path's statement text for one combination, composed once like ``_query``'s.
+
+    The k nearest within the threshold are all it needs, unless open_now is evaluated in
+    Python too (for expressions not in the closed list): then every candidate comes.
+    """
+    limit = None if filters.open_now else filters.k
     key = (
         filters.max_distance_m is not None, filters.accessible, filters.available,
-        filters.open_now, closed, 0, settings.toilets.online_window_s,
+        filters.open_now, closed, -1 if limit is None else limit,
+        settings.toilets.online_window_s,
     )  # fmt: skip
     text = _FAR_QUERIES.get(key)
     if text is None:
         if len(_FAR_QUERIES) >= MAX_STATEMENTS:
             _FAR_QUERIES.clear()
-        composed = _compose(filters, closed, 0, settings, template=_FAR_SQL)
+        composed = _compose(filters, closed, limit, settings, template=_FAR_SQL)
         text = _FAR_QUERIES[key] = composed.as_string()
     return text
 
