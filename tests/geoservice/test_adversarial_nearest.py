@@ -402,44 +402,49 @@ def test_covers_at_the_pentagons() -> None:
                 assert cell in set(cells.tolist())
 
 
-@settings(max_examples=200, deadline=None, database=None)
-@given(
-    centre=st.one_of(
-        st.tuples(st.floats(-90, 90), st.floats(-180, 180)),
-        st.tuples(st.floats(-90, 90), st.sampled_from([-180.0, -179.9999, 179.9999, 180.0])),
-        st.tuples(st.sampled_from([-89.9999, -90.0, 89.9999, 90.0]), st.floats(-180, 180)),
-    ),
-    radius=st.floats(0.5, 2_000_000),
-    seed=st.integers(0, 2**32 - 1),
+#: centres anywhere, on the antimeridian, at the poles
+WORLD_CENTRES = st.one_of(
+    st.tuples(st.floats(-90, 90), st.floats(-180, 180)),
+    st.tuples(st.floats(-90, 90), st.sampled_from([-180.0, -179.9999, 179.9999, 180.0])),
+    st.tuples(st.sampled_from([-89.9999, -90.0, 89.9999, 90.0]), st.floats(-180, 180)),
 )
+
+
+def _points_within(
+    lat: float, lon: float, radius: float, seed: int, n: int = 300
+) -> tuple[np.ndarray, np.ndarray]:
+    """(lat, lon) of `n` points up to `radius` metres away on the ellipsoid, 30 right on it."""
+    rng = np.random.default_rng(seed)
+    distance = radius * np.sqrt(rng.uniform(0, 1, n))
+    distance[:30] = radius
+    to_lon, to_lat, _ = nearest_module.GEOD.fwd(
+        np.full(n, lon), np.full(n, lat), rng.uniform(-180, 180, n), distance
+    )
+    return np.asarray(to_lat), np.asarray(to_lon)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(centre=WORLD_CENTRES, radius=st.floats(0.5, 2_000_000), seed=st.integers(0, 2**32 - 1))
 def test_boxes_hold_their_discs(centre: tuple[float, float], radius: float, seed: int) -> None:
+    """The far path's boxes, split at the antimeridian, and the near path's single box."""
     lat, lon = centre
     level = nearest_module._Level(
         0, np.zeros(1, np.int64), np.ones(1, np.int64), np.array([[lon, lat, radius]]),
         np.zeros(1),
     )  # fmt: skip
     x0, y0, x1, y1 = level.boxes(np.array([True]))
-    rng = np.random.default_rng(seed)
-    n = 300
-    distance = radius * np.sqrt(rng.uniform(0, 1, n))
-    distance[:30] = radius
-    to_lon, to_lat, _ = nearest_module.GEOD.fwd(
-        np.full(n, lon), np.full(n, lat), rng.uniform(-180, 180, n), distance
-    )
+    west, south, east, north = nearest_module.disc_box(lon, lat, radius)
+    to_lat, to_lon = _points_within(lat, lon, radius, seed)
     for a, o in zip(to_lat.tolist(), to_lon.tolist(), strict=True):
         assert any(
             w <= o <= e and s <= a <= nn for w, s, e, nn in zip(x0, y0, x1, y1, strict=True)
         ), (a, o, list(zip(x0, y0, x1, y1, strict=True)))
+        assert west <= o <= east and south <= a <= north, (a, o, (west, south, east, north))
 
 
 @settings(max_examples=300, deadline=None, database=None)
 @given(
-    centre=st.one_of(
-        st.tuples(st.floats(-90, 90), st.floats(-180, 180)),
-        st.tuples(st.floats(-90, 90), st.sampled_from([-180.0, -179.9999, 179.9999, 180.0])),
-        st.tuples(st.sampled_from([-89.9999, -90.0, 89.9999, 90.0]), st.floats(-180, 180)),
-        st.tuples(st.floats(22.4, 22.7), st.floats(113.9, 114.4)),
-    ),
+    centre=st.one_of(WORLD_CENTRES, st.tuples(st.floats(22.4, 22.7), st.floats(113.9, 114.4))),
     metres=st.floats(0.5, 2_000_000),
     seed=st.integers(0, 2**32 - 1),
 )
@@ -454,14 +459,8 @@ def test_points_within_a_distance_lie_within_its_planar_reach(
         assert reach is not None  # it always has one away from the poles and antimeridian
     if reach is None:
         return
-    rng = np.random.default_rng(seed)
-    n = 300
-    distance = metres * np.sqrt(rng.uniform(0, 1, n))
-    distance[:30] = metres
-    to_lon, to_lat, _ = nearest_module.GEOD.fwd(
-        np.full(n, lon), np.full(n, lat), rng.uniform(-180, 180, n), distance
-    )
-    planar = np.hypot(np.asarray(to_lon) - lon, np.asarray(to_lat) - lat)
+    to_lat, to_lon = _points_within(lat, lon, metres, seed)
+    planar = np.hypot(to_lon - lon, to_lat - lat)
     assert float(planar.max()) < reach, (float(planar.max()), reach)
 
 
