@@ -786,8 +786,8 @@ class _FarSearch:
             level, threshold = await _refine(
                 self.conn, coarse, filters.layers, threshold, wanted, self.point, store, checked
             )
-            # a millimetre over: the bound may come from PostGIS's distance of the k-th
-            # (the near path's), and pyproj's for the same facility can differ by nanometres
+            # a millimetre over: the cells' bounds are pyproj's geodesic, the candidates'
+            # distances PostGIS's (the same algorithm), which can differ by nanometres
             found = await self.within(level, threshold + 1e-3, store, checked)
             if len(found) >= filters.k:
                 return _taken(found[: filters.k])
