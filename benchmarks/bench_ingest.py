@@ -17,7 +17,8 @@ For each size (200,000 and 1,000,000 facilities by default) writes `servicemap s
 and prints the rate ratio end to end (target ≥ 0.5) with the load-only ratio beside it, the
 re-ingest ratio (first / again, target ≥ 1) and the peak RSS of the ingest's processes (target
 ≤ 500 MB at every size; the ingest and its H3 counting process summed, sampled by a small
-launcher process). Exits 1 if a target is missed.
+launcher process), then the share of the opening-hours corpus the normaliser understands.
+Exits 1 if a target is missed.
 
     python -m benchmarks.bench_ingest [--rows N …] [--rounds N]
 """
@@ -35,6 +36,10 @@ from pathlib import Path
 
 import psycopg
 
+from ingest.hours import corpus_share
+
+#: the Chinese opening-hours strings with the expression each should become (ingest.hours)
+HOURS_CORPUS = Path(__file__).resolve().parent.parent / "tests/fixtures/opening_hours_zh.tsv"
 TARGET_RATE_RATIO = 0.5
 TARGET_RSS_MB = 500
 DEFAULT_ROWS = (200_000, 1_000_000)
@@ -219,6 +224,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)  # None: sys.argv (python -m benchmarks NAME --option)
     missed = [m for rows in (args.rows or DEFAULT_ROWS) for m in _one_size(rows, args.rounds)]
+    understood, total, expected = corpus_share(HOURS_CORPUS)
+    print(
+        f"opening-hours corpus ({HOURS_CORPUS.name}): understood {understood} of {total} "
+        f"({100 * understood / total:.1f} %), normalised as expected {expected} of {total}"
+    )
     if missed:
         print(f"targets missed: {', '.join(missed)}")
         raise SystemExit(1)
